@@ -1,0 +1,50 @@
+# The two commands: `make demo` runs the whole lifecycle, `make test` runs lint, types and tests.
+# Both set up what they need first (virtual env, Delta jars); a second run skips what is there.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: setup jars demo test lint typecheck pytest format clean help
+
+help:
+	@echo "make demo   run the whole lifecycle on embedded defaults (state in \$$LAKEHOUSE_HOME, default ~/.lakehouse)"
+	@echo "make test   lint, type-check and run the test suite"
+	@echo "make setup  create $(VENV) and resolve Delta Lake's jars (both idempotent)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found %d.%d); set PYTHON=python3.11" % sys.version_info[:2])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) jars
+
+jars: $(STAMP)
+	@$(BIN)/python -m lakehouse.jars
+
+demo: setup
+	$(BIN)/lakehouse demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,133 @@
+"""The catalog of table names and where each table lives.
+
+Table names are ``<schema>.<table>`` with the schemas ``bronze``, ``silver`` and ``gold``. Each
+table is a Delta table at ``<tables_root>/<schema>/<table>``. The folder layout *is* the
+metastore: every Spark application (a ``spark-submit`` job, a notebook, ``lakehouse sql``)
+registers the tables it finds there in its own in-memory catalog when its session starts, so
+any number of applications resolve the same names at the same time, with no shared metastore
+process and no lock (Spark's embedded Derby metastore admits one process at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+SCHEMAS: tuple[str, ...] = ("bronze", "silver", "gold")
+
+# Bronze: raw records as they landed, plus ingest metadata.
+BRONZE_CUSTOMERS = "bronze.customers_raw"
+BRONZE_TRANSACTIONS = "bronze.transactions_raw"
+BRONZE_LOAN_APPLICATIONS = "bronze.loan_applications_raw"
+BRONZE_REPAYMENTS = "bronze.repayments_raw"
+
+# Silver: typed, conformed, one row per business key.
+SILVER_CUSTOMERS = "silver.customers"
+SILVER_TRANSACTIONS = "silver.transactions"
+SILVER_LOAN_APPLICATIONS = "silver.loan_applications"
+SILVER_REPAYMENTS = "silver.repayments"
+SILVER_QUARANTINE = "silver.quarantine"
+SILVER_EXPECTATIONS = "silver.expectation_results"
+
+# Gold: point-in-time ready features, labels, predictions.
+GOLD_CUSTOMER_PROFILE = "gold.customer_profile_features"
+GOLD_CUSTOMER_TRANSACTIONS = "gold.customer_transaction_features"
+GOLD_LABELS = "gold.labels"
+GOLD_PREDICTIONS = "gold.predictions"
+GOLD_PREDICTION_OUTCOMES = "gold.prediction_outcomes"
+GOLD_MODEL_GATE_AUDIT = "gold.model_gate_audit"
+
+#: The entities of the raw world, in the order the pipeline processes them.
+ENTITIES: tuple[str, ...] = ("customers", "transactions", "loan_applications", "repayments")
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"silver.customers"`` -> ``("silver", "customers")``; rejects anything else."""
+    parts = name.split(".")
+    if len(parts) != 2 or not all(parts) or parts[0] not in SCHEMAS:
+        raise ValueError(f"table name must be <{'|'.join(SCHEMAS)}>.<table>, got {name!r}")
+    return parts[0], parts[1]
+
+
+@dataclass(frozen=True)
+class TableCatalog:
+    """Maps table names to Delta locations under one root (a folder or an object-store URI)."""
+
+    root: str
+
+    def path(self, name: str) -> str:
+        """The Delta location of ``name``."""
+        schema, table = split_name(name)
+        return f"{self.root.rstrip('/')}/{schema}/{table}"
+
+    def exists(self, spark: SparkSession, name: str) -> bool:
+        """Whether a Delta table exists at the location of ``name``."""
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(spark, self.path(name)))
+
+    def read(self, spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
+        """Read ``name`` (optionally as of a Delta version) by its location."""
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(name))
+
+    def version(self, spark: SparkSession, name: str) -> int:
+        """The current Delta version of ``name``."""
+        from delta.tables import DeltaTable
+
+        row = DeltaTable.forPath(spark, self.path(name)).history(1).select("version").first()
+        return int(row["version"]) if row else -1
+
+    def list_tables(self, spark: SparkSession) -> list[str]:
+        """The names of the Delta tables present under the root, sorted."""
+        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        assert jvm is not None
+        hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+        found: list[str] = []
+        for schema in SCHEMAS:
+            base = jvm.org.apache.hadoop.fs.Path(f"{self.root.rstrip('/')}/{schema}")
+            fs = base.getFileSystem(hadoop_conf)
+            if not fs.exists(base):
+                continue
+            for status in fs.listStatus(base):
+                if not status.isDirectory():
+                    continue
+                table_dir = status.getPath()
+                if fs.exists(jvm.org.apache.hadoop.fs.Path(table_dir, "_delta_log")):
+                    found.append(f"{schema}.{table_dir.getName()}")
+        return sorted(found)
+
+
+def register_table(spark: SparkSession, catalog: TableCatalog, name: str) -> None:
+    """Make ``name`` resolve in this Spark application's SQL catalog.
+
+    Idempotent: a name already registered at the same location is left alone; one registered
+    at another location (another root) is re-pointed.
+    """
+    schema, _ = split_name(name)
+    location = catalog.path(name)
+    registered: dict[str, str] = spark.__dict__.setdefault("_lakehouse_registered", {})
+    if registered.get(name) == location:
+        return
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+    if name in registered or spark.catalog.tableExists(name):
+        spark.sql(f"DROP TABLE IF EXISTS {name}")
+    spark.sql(f"CREATE TABLE {name} USING delta LOCATION '{location}'")
+    registered[name] = location
+
+
+def register_all(spark: SparkSession, catalog: TableCatalog) -> list[str]:
+    """Register every Delta table found under the catalog's root; return their names."""
+    for schema in SCHEMAS:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+    names = catalog.list_tables(spark)
+    for name in names:
+        register_table(spark, catalog, name)
+    log.debug("registered %d tables under %s", len(names), catalog.root)
+    return names

@@ -1,0 +1,109 @@
+"""The one SparkSession factory.
+
+Only jobs, notebooks, the CLI, benchmarks and ``tests/conftest.py`` call :func:`get_spark`;
+every other function takes ``spark`` as a parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+from lakehouse.catalog import TableCatalog, register_all
+from lakehouse.jars import resolve_jars
+from lakehouse.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def table_catalog(settings: Settings) -> TableCatalog:
+    """The table catalog rooted where the settings keep tables."""
+    return TableCatalog(settings.tables_root)
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The Spark configuration the platform needs, as a plain mapping.
+
+    Delta's SQL extension and catalog, an in-memory session catalog (the tables are registered
+    from the folder layout, see :mod:`lakehouse.catalog`) and defaults that suit a small machine.
+    """
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalogImplementation": "in-memory",
+        "spark.sql.warehouse.dir": str(settings.warehouse_dir),
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.default.parallelism": str(max(2, settings.shuffle_partitions)),
+        "spark.ui.enabled": str(settings.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.memory": settings.driver_memory,
+        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.shuffle_partitions)),
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.driver.extraJavaOptions": "-Dderby.system.home=" + str(settings.home),
+    }
+    return conf
+
+
+def _under_spark_submit() -> bool:
+    """True when a JVM was already started by ``spark-submit`` for this Python process."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(
+    settings: Settings | None = None,
+    app_name: str = "lakehouse",
+    conf: Mapping[str, str] | None = None,
+    register_tables: bool = True,
+) -> SparkSession:
+    """Build (or return the running) SparkSession with Delta configured.
+
+    Args:
+        settings: platform settings; defaults to :func:`load_settings`.
+        app_name: the Spark application name.
+        conf: extra Spark configuration, applied last.
+        register_tables: register every table under the root so ``bronze.*``, ``silver.*``
+            and ``gold.*`` resolve in SQL.
+    """
+    settings = settings or load_settings()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    settings.home.mkdir(parents=True, exist_ok=True)
+
+    builder = SparkSession.builder.appName(app_name)
+    options = spark_conf(settings)
+    if not _under_spark_submit():
+        # This process starts the JVM: it decides the master and the class path. Under
+        # spark-submit both come from the command line (--master, --jars).
+        builder = builder.master(settings.spark_master)
+        options["spark.jars"] = ",".join(str(p) for p in resolve_jars())
+    for key, value in {**options, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    _check_delta(spark)
+    if register_tables:
+        register_all(spark, table_catalog(settings))
+    return spark
+
+
+def _check_delta(spark: SparkSession) -> None:
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    assert jvm is not None
+    try:
+        jvm.java.lang.Class.forName(
+            "io.delta.sql.DeltaSparkSessionExtension",
+            True,
+            jvm.java.lang.Thread.currentThread().getContextClassLoader(),
+        )
+    except Exception as exc:  # py4j raises a generic Py4JJavaError
+        raise RuntimeError(
+            "Delta Lake's classes are not on Spark's class path. Under spark-submit pass them "
+            'with --jars "$(lakehouse jars)"; otherwise run `make setup`.'
+        ) from exc
