@@ -86,9 +86,9 @@ class TableCatalog:
 
     def list_tables(self, spark: SparkSession) -> list[str]:
         """The names of the Delta tables present under the root, sorted."""
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm = spark.sparkContext._jvm
         assert jvm is not None
-        hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+        hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
         found: list[str] = []
         for schema in SCHEMAS:
             base = jvm.org.apache.hadoop.fs.Path(f"{self.root.rstrip('/')}/{schema}")

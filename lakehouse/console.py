@@ -35,5 +35,5 @@ def format_seconds(seconds: float) -> str:
     """``75.2`` -> ``1m15s``; ``4.25`` -> ``4.2s``."""
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, rest = divmod(int(round(seconds)), 60)
+    minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest:02d}s"

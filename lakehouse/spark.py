@@ -94,7 +94,7 @@ def get_spark(
 
 
 def _check_delta(spark: SparkSession) -> None:
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = spark.sparkContext._jvm
     assert jvm is not None
     try:
         jvm.java.lang.Class.forName(

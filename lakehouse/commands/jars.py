@@ -7,7 +7,7 @@ import argparse
 from lakehouse.jars import check_java, resolve_jars
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``jars`` command."""
     parser = sub.add_parser(
         "jars",

@@ -12,7 +12,7 @@ from lakehouse.spark import get_spark, table_catalog
 from lakehouse.tables import describe, history
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the query commands."""
     sql = sub.add_parser(
         "sql",
