@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
 
 from lakehouse import __version__
 from lakehouse.jars import SetupError
+from lakehouse.jobs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lakehouse`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("py4j", "urllib3", "alembic", "numexpr"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -1,0 +1,185 @@
+"""Pipeline benchmark: the platform against a minimal hand-written Spark job, at two scales.
+
+    .venv/bin/python benchmarks/pipeline.py [--small-customers 2000] [--large-customers 20000]
+
+For each scale (about 10^5 and 10^6 transactions) it generates a world, runs the platform's
+pipeline (bronze, silver, gold) and a minimal hand-written job doing the same reads and writes
+in the same Spark session, and prints the wall times and their ratio (the platform's overhead).
+Then: how the time grows between the scales against how the data grows, Delta write throughput
+against plain Parquet from the same session, and the peak memory of `lakehouse demo` (its whole
+process tree, the JVM included). Every figure is printed against its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import peak_rss, timed, verdict
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import ENTITIES, SILVER_TRANSACTIONS, TableCatalog
+from lakehouse.datagen import GeneratorConfig, generate
+from lakehouse.gold import customer_profile_features, customer_transaction_features, labels
+from lakehouse.pipeline import run_pipeline
+from lakehouse.schemas import BUSINESS_KEYS, LANDING_FORMATS, RAW_FIELDS, SILVER_SCHEMAS
+from lakehouse.settings import Settings, load_settings
+from lakehouse.spark import get_spark
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def handwritten(spark: SparkSession, landing: Path, out: Path) -> None:
+    """The same reads and writes as the pipeline, written plainly: batch reads, overwrites."""
+    silver: dict[str, DataFrame] = {}
+    for entity in ENTITIES:
+        schema = ", ".join(f"`{c}` STRING" for c in RAW_FIELDS[entity])
+        reader = spark.read.schema(schema)
+        src = str(landing / entity)
+        raw = (
+            reader.option("header", True).csv(src)
+            if LANDING_FORMATS[entity] == "csv"
+            else (reader.json(src))
+        )
+        bronze = raw.withColumn("_source_file", F.col("_metadata.file_path")).withColumn(
+            "_ingested_at", F.current_timestamp()
+        )
+        bronze.write.format("delta").mode("overwrite").save(str(out / "bronze" / entity))
+        typed = (
+            spark.read.format("delta")
+            .load(str(out / "bronze" / entity))
+            .select(
+                *[
+                    F.col(f.name).cast(f.dataType).alias(f.name)
+                    for f in SILVER_SCHEMAS[entity].fields
+                ]
+            )
+        )
+        keys = list(BUSINESS_KEYS[entity])
+        clean = typed.dropna(subset=keys).dropDuplicates(keys)
+        clean.write.format("delta").mode("overwrite").save(str(out / "silver" / entity))
+        silver[entity] = spark.read.format("delta").load(str(out / "silver" / entity))
+    now = F.current_timestamp()
+    gold = {
+        "profile": customer_profile_features(silver["customers"], now),
+        "transactions": customer_transaction_features(silver["transactions"], now),
+        "labels": labels(silver["loan_applications"], silver["repayments"]),
+    }
+    for name, df in gold.items():
+        df.write.format("delta").mode("overwrite").save(str(out / "gold" / name))
+
+
+def one_scale(spark: SparkSession, base: Settings, customers: int, days: int) -> dict[str, float]:
+    """Generate, run platform and baseline; return rows and times."""
+    home = Path(tempfile.mkdtemp(prefix=f"bench-{customers}-"))
+    try:
+        settings = base.with_home(home)
+        catalog = TableCatalog(settings.tables_root)
+        report = generate(settings.landing_dir, GeneratorConfig(customers=customers, days=days))
+        txns = report.entities["transactions"].lines
+        print(f"  {customers} customers x {days} days: {txns} transaction lines")
+        _, baseline_s = timed(lambda: handwritten(spark, settings.landing_dir, home / "plain"))
+        _, platform_s = timed(lambda: run_pipeline(spark, settings, catalog))
+        print(f"  platform {platform_s:.1f}s, hand-written {baseline_s:.1f}s")
+        silver = catalog.read(spark, SILVER_TRANSACTIONS).cache()
+        rows = silver.count()
+        _, parquet_s = timed(
+            lambda: silver.write.mode("overwrite").parquet(str(home / "w-parquet"))
+        )
+        _, delta_s = timed(
+            lambda: silver.write.format("delta").mode("overwrite").save(str(home / "w-delta"))
+        )
+        silver.unpersist()
+        return {
+            "transactions": float(txns),
+            "platform_s": platform_s,
+            "baseline_s": baseline_s,
+            "delta_rps": rows / delta_s,
+            "parquet_rps": rows / parquet_s,
+        }
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def demo_peak_memory() -> float:
+    """Peak RSS in GB of `lakehouse demo` on a fresh home, JVM included."""
+    home = Path(tempfile.mkdtemp(prefix="bench-demo-"))
+    try:
+        exe = Path(sys.executable).with_name("lakehouse")
+        env = {**__import__("os").environ, "LAKEHOUSE_HOME": str(home)}
+        proc = subprocess.Popen(
+            [str(exe), "demo"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        with peak_rss(proc.pid) as peak:
+            proc.wait()
+        if proc.returncode != 0:
+            raise RuntimeError(f"lakehouse demo exited {proc.returncode}")
+        return peak["bytes"] / 1e9
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both scales and print every figure against its target."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small-customers", type=int, default=2000)
+    parser.add_argument("--large-customers", type=int, default=20000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--skip-demo-memory", action="store_true")
+    args = parser.parse_args(argv)
+
+    base = load_settings()
+    spark = get_spark(
+        base.with_home(tempfile.mkdtemp(prefix="bench-session-")),
+        app_name="bench-pipeline",
+        register_tables=False,
+    )
+    started = time.perf_counter()
+    try:
+        # Warm-up: JIT and class loading must not count against the first scale.
+        one_scale(spark, base, 200, 10)
+        print("small scale")
+        small = one_scale(spark, base, args.small_customers, args.days)
+        print("large scale")
+        large = one_scale(spark, base, args.large_customers, args.days)
+    finally:
+        spark.stop()
+    lines = ["", "Figures"]
+    for label, r in (("small", small), ("large", large)):
+        lines.append(
+            verdict(
+                f"overhead vs hand-written ({label}, x)", r["platform_s"] / r["baseline_s"], 1.15
+            )
+        )
+    data_growth = large["transactions"] / small["transactions"]
+    time_growth = large["platform_s"] / small["platform_s"]
+    lines.append(f"{'data growth small -> large (x)':<48} {data_growth:>10.2f}")
+    lines.append(
+        verdict(
+            "time growth / data growth (<= 1: linear or better)", time_growth / data_growth, 1.0
+        )
+    )
+    for label, r in (("small", small), ("large", large)):
+        lines.append(
+            verdict(
+                f"Delta rows/s vs Parquet rows/s ({label})",
+                r["delta_rps"] / r["parquet_rps"],
+                0.8,
+                higher_is_better=True,
+            )
+        )
+    if not args.skip_demo_memory:
+        lines.append(verdict("peak memory of `lakehouse demo` (GB)", demo_peak_memory(), 6.0))
+    lines.append(f"(benchmark took {time.perf_counter() - started:.0f}s)")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Build the gold feature tables and labels from silver (skipped when silver is unchanged).
+
+Run it with spark-submit (from the repository, with the virtual env active)::
+
+    spark-submit --jars "$(lakehouse jars)" jobs/build_gold.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lakehouse.jobs import configure_logging, job_session
+from lakehouse.pipeline import build_gold
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the job's flags."""
+    parser = argparse.ArgumentParser(prog="build_gold", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build gold and print the row count of each table."""
+    args = parse_args(argv)
+    configure_logging(args.verbose)
+    with job_session("build_gold") as job:
+        counts = build_gold(job.spark, job.catalog)
+    for name, rows in counts.items():
+        print(f"{name}: {rows} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

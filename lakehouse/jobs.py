@@ -1,0 +1,45 @@
+"""What every spark-submit job shares: settings, one session, a clean stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from lakehouse.catalog import TableCatalog
+from lakehouse.settings import Settings, load_settings
+from lakehouse.spark import get_spark, table_catalog
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The settings, session and table catalog a job runs with."""
+
+    settings: Settings
+    spark: SparkSession
+    catalog: TableCatalog
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Log INFO lines (DEBUG with ``verbose``) to stderr, quiet the chatty libraries."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("py4j", "urllib3", "alembic", "numexpr", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def job_session(app_name: str, settings: Settings | None = None) -> Iterator[JobContext]:
+    """Build the session for a job and stop it when the job ends, whatever happens."""
+    settings = settings or load_settings()
+    spark = get_spark(settings, app_name=app_name)
+    try:
+        yield JobContext(settings, spark, table_catalog(settings))
+    finally:
+        spark.stop()

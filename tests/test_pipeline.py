@@ -1,0 +1,236 @@
+"""The medallion pipeline end to end on generated data: exactly once, idempotent, accounted.
+
+One small world is generated and pushed through bronze, silver and gold on the shared session;
+the tests then check it from the same session, from spark-submit jobs, from concurrent Spark
+applications and from the notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from lakehouse.catalog import (
+    BRONZE_TRANSACTIONS,
+    ENTITIES,
+    GOLD_CUSTOMER_PROFILE,
+    GOLD_CUSTOMER_TRANSACTIONS,
+    GOLD_LABELS,
+    SILVER_CUSTOMERS,
+    SILVER_LOAN_APPLICATIONS,
+    SILVER_QUARANTINE,
+    SILVER_REPAYMENTS,
+    SILVER_TRANSACTIONS,
+    TableCatalog,
+    register_all,
+)
+from lakehouse.datagen import GenerationReport, GeneratorConfig, generate
+from lakehouse.pipeline import PipelineReport, run_pipeline
+from lakehouse.settings import Settings
+from lakehouse.silver import accounting
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = GeneratorConfig(
+    seed=7,
+    customers=150,
+    days=40,
+    malformed_rate=0.01,
+    duplicate_rate=0.01,
+    key_duplicate_rate=0.01,
+    late_rate=0.02,
+    schema_drift_from_day=30,
+)
+FIRST_DAYS = range(0, 35)
+LAST_DAYS = range(35, 40)
+
+
+@dataclass
+class World:
+    settings: Settings
+    catalog: TableCatalog
+    first: GenerationReport
+    report: PipelineReport
+
+
+def _versions(spark: SparkSession, catalog: TableCatalog) -> dict[str, int]:
+    return {name: catalog.version(spark, name) for name in catalog.list_tables(spark)}
+
+
+@pytest.fixture(scope="module")
+def world(
+    spark: SparkSession, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> World:
+    settings = base_settings.with_home(tmp_path_factory.mktemp("pipeline-home"))
+    catalog = TableCatalog(settings.tables_root)
+    first = generate(settings.landing_dir, CONFIG, days=FIRST_DAYS)
+    report = run_pipeline(spark, settings, catalog)
+    return World(settings, catalog, first, report)
+
+
+def test_first_run_builds_every_table(spark: SparkSession, world: World) -> None:
+    names = set(world.catalog.list_tables(spark))
+    expected = {f"bronze.{e}_raw" for e in ENTITIES} | {
+        SILVER_CUSTOMERS,
+        SILVER_TRANSACTIONS,
+        SILVER_LOAN_APPLICATIONS,
+        SILVER_REPAYMENTS,
+        SILVER_QUARANTINE,
+        GOLD_CUSTOMER_PROFILE,
+        GOLD_CUSTOMER_TRANSACTIONS,
+        GOLD_LABELS,
+    }
+    assert expected <= names
+    # Bronze holds every line that landed, malformed ones included.
+    lines = {e: world.first.entities[e].lines for e in ENTITIES}
+    for entity in ENTITIES:
+        bronze = world.catalog.read(spark, f"bronze.{entity}_raw").count()
+        assert bronze == lines[entity], entity
+
+
+@pytest.mark.parametrize("entity", ENTITIES)
+def test_every_bronze_row_is_accounted_for(spark: SparkSession, world: World, entity: str) -> None:
+    acc = accounting(spark, world.catalog, entity)
+    assert acc.balanced, acc
+    assert acc.bronze_rows == acc.silver_rows + acc.quarantined_rows + acc.duplicate_rows
+
+
+def test_malformed_lines_are_quarantined_with_their_file(spark: SparkSession, world: World) -> None:
+    quarantine = world.catalog.read(spark, SILVER_QUARANTINE)
+    malformed = quarantine.where("rule = 'malformed'")
+    expected = sum(world.first.entities[e].malformed for e in ENTITIES)
+    assert malformed.count() == expected
+    assert malformed.where("_source_file IS NULL OR raw_record IS NULL").count() == 0
+
+
+def test_rerun_ingests_nothing_and_changes_nothing(spark: SparkSession, world: World) -> None:
+    before = _versions(spark, world.catalog)
+    again = run_pipeline(spark, world.settings, world.catalog)
+    assert again.rows_ingested == 0
+    assert _versions(spark, world.catalog) == before
+
+
+def test_new_drop_is_picked_up_once(spark: SparkSession, world: World) -> None:
+    before = world.catalog.read(spark, BRONZE_TRANSACTIONS).count()
+    later = generate(world.settings.landing_dir, CONFIG, days=LAST_DAYS)
+    report = run_pipeline(spark, world.settings, world.catalog)
+    after = world.catalog.read(spark, BRONZE_TRANSACTIONS).count()
+    assert after - before == later.entities["transactions"].lines
+    assert report.rows_ingested == later.total_lines
+    for entity in ENTITIES:
+        assert accounting(spark, world.catalog, entity).balanced, entity
+    # Schema drift from day 30 is kept in _rescued_data, not lost.
+    drifted = world.catalog.read(spark, BRONZE_TRANSACTIONS).where(
+        "_rescued_data LIKE '%device_type%'"
+    )
+    assert drifted.count() > 0
+
+
+def test_sql_names_and_time_travel(spark: SparkSession, world: World) -> None:
+    register_all(spark, world.catalog)
+    now = spark.sql(f"SELECT count(*) AS n FROM {BRONZE_TRANSACTIONS}").first()["n"]
+    v0 = spark.sql(f"SELECT count(*) AS n FROM {BRONZE_TRANSACTIONS} VERSION AS OF 0").first()["n"]
+    assert 0 < v0 < now
+    labels = spark.sql(f"SELECT avg(defaulted) AS r FROM {GOLD_LABELS}").first()["r"]
+    assert 0.02 < labels < 0.5
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LAKEHOUSE_HOME=str(settings.home),
+        LAKEHOUSE_SHUFFLE_PARTITIONS="2",
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+    )
+    return env
+
+
+def _jars() -> str:
+    from lakehouse.jars import resolve_jars
+
+    return ",".join(str(p) for p in resolve_jars())
+
+
+@pytest.mark.slow
+def test_jobs_run_under_spark_submit(spark: SparkSession, world: World) -> None:
+    """Each job, run by spark-submit in its own JVM, sees and updates the same tables."""
+    spark_submit = Path(sys.executable).with_name("spark-submit")
+    generate(
+        world.settings.landing_dir,
+        CONFIG.__class__(**{**CONFIG.__dict__, "days": 42}),
+        days=range(40, 42),
+    )
+    outputs = {}
+    for job in ("ingest_bronze", "build_silver", "build_gold"):
+        done = subprocess.run(
+            [
+                str(spark_submit),
+                "--master",
+                "local[1]",
+                "--jars",
+                _jars(),
+                str(REPO / "jobs" / f"{job}.py"),
+            ],
+            env=_env(world.settings),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[job] = done.stdout
+    assert "bronze.transactions_raw:" in outputs["ingest_bronze"]
+    assert f"{GOLD_LABELS}:" in outputs["build_gold"]
+    for entity in ENTITIES:
+        assert accounting(spark, world.catalog, entity).balanced, entity
+
+
+@pytest.mark.slow
+def test_two_applications_read_the_same_tables_at_once(spark: SparkSession, world: World) -> None:
+    """Two more Spark applications query by name while this one does: no metastore lock."""
+    exe = Path(sys.executable).with_name("lakehouse")
+    query = f"SELECT count(*) AS n FROM {SILVER_TRANSACTIONS}"
+    procs = [
+        subprocess.Popen(
+            [str(exe), "sql", query],
+            env={**_env(world.settings), "LAKEHOUSE_SPARK_MASTER": "local[1]"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for _ in range(2)
+    ]
+    register_all(spark, world.catalog)
+    expected = spark.sql(query).first()["n"]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert str(expected) in out.split()
+
+
+@pytest.mark.slow
+def test_notebook_explores_the_tables(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    for key, value in _env(world.settings).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LAKEHOUSE_SPARK_MASTER", "local[1]")
+    nb = nbformat.read(REPO / "notebooks" / "01_explore_lakehouse.ipynb", as_version=4)
+    NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO / "notebooks")}},
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "rows at version 0" in text
