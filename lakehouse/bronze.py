@@ -1,0 +1,380 @@
+"""Bronze: incremental ingest of the landing files, each file exactly once (Auto Loader pattern).
+
+A Structured Streaming file source watches ``landing/<entity>/``; ``trigger(availableNow=True)``
+processes every file not yet recorded in the stream's checkpoint, then stops. Each micro-batch is
+appended to ``bronze.<entity>_raw`` with Delta's idempotent-write options, so a batch replayed
+after a crash is not written twice.
+
+Every contract field is kept as a string (:func:`lakehouse.schemas.bronze_schema`) and nothing
+is ever dropped: a line that does not parse becomes a row with null fields and the whole line in
+``_rescued_data``; a line that parses but carries fields outside the contract (schema drift) keeps
+them as a JSON object in ``_rescued_data``. Files are read whole (one record per line): a daily
+drop must fit in an executor's memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import ENTITIES, TableCatalog
+from lakehouse.schemas import LANDING_FORMATS, RAW_FIELDS, bronze_schema
+from lakehouse.tables import create_if_missing
+
+log = logging.getLogger(__name__)
+
+_CORRUPT = "_corrupt_record"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest of one entity appended to bronze."""
+
+    entity: str
+    files: int
+    rows: int
+    rescued_rows: int
+
+
+def bronze_table(entity: str) -> str:
+    """The bronze table name of ``entity`` (``bronze.<entity>_raw``)."""
+    check_entity(entity)
+    return f"bronze.{entity}_raw"
+
+
+def check_entity(entity: str) -> None:
+    """Raise ValueError unless ``entity`` is one of the contract's entities."""
+    if entity not in RAW_FIELDS:
+        raise ValueError(f"unknown entity {entity!r}: expected one of {list(RAW_FIELDS)}")
+
+
+# --- Parsing (pure transforms) -------------------------------------------------------------------
+
+
+def split_lines(files: DataFrame) -> DataFrame:
+    """``(value = whole file, _source_file)`` -> one row per non-blank line.
+
+    Columns: ``_source_file``, ``_line_no`` (0-based, in the file), ``value`` (the line without
+    its line break).
+    """
+    exploded = files.select(
+        "_source_file",
+        F.posexplode(F.split(F.col("value"), r"\r?\n")).alias("_line_no", "value"),
+    )
+    return exploded.where(F.trim(F.col("value")) != "")
+
+
+def _all_null(columns: Sequence[Column]) -> Column:
+    """True when every column is null (or when there is none)."""
+    result: Column = F.lit(True)
+    for column in columns:
+        result = result & column.isNull()
+    return result
+
+
+def _extras_json(line: Column, extra_keys: Column) -> Column:
+    """A JSON object of the extra keys' values, read again from the raw JSON line."""
+    values = F.transform(
+        extra_keys,
+        lambda k: F.call_function("get_json_object", line, F.concat(F.lit("$['"), k, F.lit("']"))),
+    )
+    return F.to_json(F.map_from_arrays(extra_keys, values))
+
+
+def parse_json_lines(lines: DataFrame, entity: str) -> DataFrame:
+    """Parse JSON lines into the contract fields of ``entity`` (all strings) + ``_rescued_data``.
+
+    ``lines`` has ``value`` and ``_source_file``. Numbers and booleans keep their JSON text.
+    """
+    fields = RAW_FIELDS[entity]
+    ddl = ", ".join([f"`{f}` STRING" for f in fields] + [f"{_CORRUPT} STRING"])
+    parsed = F.from_json(
+        F.col("value"), ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    )
+    keys = F.json_object_keys(F.col("value"))
+    df = lines.select(
+        "value",
+        "_source_file",
+        parsed.alias("_p"),
+        F.array_distinct(F.filter(keys, lambda k: ~k.isin(*fields))).alias("_extra"),
+        (keys.isNull()).alias("_bad"),
+    )
+    bad = (
+        F.col("_bad")
+        | F.col(f"_p.{_CORRUPT}").isNotNull()
+        | _all_null([F.col(f"_p.`{f}`") for f in fields])
+    )
+    rescued = (
+        F.when(bad, F.col("value"))
+        .when(F.size("_extra") > 0, _extras_json(F.col("value"), F.col("_extra")))
+        .otherwise(F.lit(None).cast("string"))
+    )
+    return df.select(
+        *[F.when(bad, F.lit(None)).otherwise(F.col(f"_p.`{f}`")).alias(f) for f in fields],
+        rescued.alias("_rescued_data"),
+        "_source_file",
+    )
+
+
+def _header_columns(header: str) -> list[str]:
+    row = next(csv.reader([header]), [])
+    return [c.strip() for c in row]
+
+
+def parse_csv_lines(lines: DataFrame, entity: str, headers: Sequence[str]) -> DataFrame:
+    """Parse CSV lines under their file's header into the contract fields + ``_rescued_data``.
+
+    ``lines`` has ``value``, ``_source_file`` and ``_header`` (the first line of the file; header
+    lines themselves must already be removed); ``headers`` lists the distinct headers present.
+    A line whose column count differs from its header is rescued whole; columns a header
+    announces beyond the contract (schema drift) go to ``_rescued_data`` as a JSON object.
+    """
+    fields = RAW_FIELDS[entity]
+    parts: list[DataFrame] = []
+    for header in headers:
+        columns = _header_columns(header)
+        ddl = ", ".join([f"c{i} STRING" for i in range(len(columns))] + [f"{_CORRUPT} STRING"])
+        parsed = F.from_csv(
+            F.col("value"), ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+        )
+        position: dict[str, int] = {}
+        for i, name in enumerate(columns):
+            position.setdefault(name, i)
+        extras = [(n, i) for n, i in position.items() if n and n not in fields]
+        sub = lines.where(F.col("_header") == F.lit(header)).select(
+            "value", "_source_file", parsed.alias("_p")
+        )
+        bad = F.col(f"_p.{_CORRUPT}").isNotNull() | _all_null(
+            [F.col(f"_p.c{position[f]}") for f in fields if f in position]
+        )
+        drift = (
+            F.to_json(F.struct(*[F.col(f"_p.c{i}").alias(n) for n, i in extras]))
+            if extras
+            else F.lit(None).cast("string")
+        )
+        values = [
+            F.when(bad, F.lit(None)).otherwise(F.col(f"_p.c{position[f]}"))
+            if f in position
+            else F.lit(None).cast("string")
+            for f in fields
+        ]
+        parts.append(
+            sub.select(
+                *[v.cast("string").alias(f) for v, f in zip(values, fields, strict=True)],
+                F.when(bad, F.col("value")).otherwise(drift).alias("_rescued_data"),
+                "_source_file",
+            )
+        )
+    if not parts:
+        nothing = F.lit(None).cast("string")
+        return lines.select(
+            *[nothing.alias(f) for f in fields], nothing.alias("_rescued_data"), "_source_file"
+        ).limit(0)
+    result = parts[0]
+    for part in parts[1:]:
+        result = result.unionByName(part)
+    return result
+
+
+def parse_files(files: DataFrame, entity: str, ingested_at: datetime) -> DataFrame:
+    """Whole landing files (``value``, ``_source_file``) -> bronze rows of ``entity``."""
+    lines = split_lines(files)
+    if LANDING_FORMATS[entity] == "csv":
+        first = F.min("_line_no").over(Window.partitionBy("_source_file"))
+        with_first = lines.withColumn("_first", first)
+        header_of = with_first.where(F.col("_line_no") == F.col("_first")).select(
+            "_source_file", F.col("value").alias("_header")
+        )
+        data = with_first.where(F.col("_line_no") != F.col("_first")).join(
+            header_of, "_source_file"
+        )
+        headers = sorted({r["_header"] for r in header_of.select("_header").distinct().collect()})
+        parsed = parse_csv_lines(data, entity, headers)
+    else:
+        parsed = parse_json_lines(lines, entity)
+    schema = bronze_schema(entity)
+    return parsed.withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp")).select(
+        *[F.col(f.name) for f in schema.fields]
+    )
+
+
+# --- Streaming helpers ---------------------------------------------------------------------------
+
+
+def stream_app_id(checkpoint_dir: Path | str, table: str) -> str:
+    """A writer id for Delta's idempotent writes (``txnAppId``): the stream's persistent id.
+
+    The id is read from the checkpoint's ``metadata`` file, so it survives restarts and changes
+    when the checkpoint is reset; for a non-local checkpoint it falls back to the path.
+    """
+    metadata = Path(str(checkpoint_dir)) / "metadata"
+    try:
+        query_id = json.loads(metadata.read_text().splitlines()[0])["id"]
+    except (OSError, ValueError, KeyError, IndexError):
+        query_id = str(checkpoint_dir)
+    return f"{table}:{query_id}"
+
+
+def run_available_now(
+    stream: DataFrame,
+    checkpoint_dir: Path | str,
+    process: Callable[[DataFrame, int], None],
+) -> None:
+    """Run ``process`` on every micro-batch of ``stream`` available now, then stop.
+
+    An exception raised by ``process`` is re-raised as itself (not wrapped by the streaming
+    engine); the failed batch is not committed to the checkpoint, so the next run replays it.
+    """
+    errors: list[BaseException] = []
+
+    def guarded(batch: DataFrame, batch_id: int) -> None:
+        try:
+            process(batch, batch_id)
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    query = (
+        stream.writeStream.foreachBatch(guarded)
+        .option("checkpointLocation", str(checkpoint_dir))
+        .trigger(availableNow=True)
+        .start()
+    )
+    try:
+        query.awaitTermination()
+    except StreamingQueryException:
+        if errors:
+            raise errors[0] from None
+        raise
+    failure = query.exception()
+    if failure is not None:
+        if errors:
+            raise errors[0]
+        raise RuntimeError(f"stream with checkpoint {checkpoint_dir} failed: {failure}")
+
+
+# --- Ingest --------------------------------------------------------------------------------------
+
+
+def _local(path: Path | str) -> Path | None:
+    text = str(path)
+    if "://" in text and not text.startswith("file:"):
+        return None
+    return Path(text.removeprefix("file://").removeprefix("file:"))
+
+
+def ingest_entity(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    entity: str,
+    landing_dir: Path | str,
+    checkpoint_dir: Path | str,
+) -> IngestResult:
+    """Append the landing files of ``entity`` not ingested yet to ``bronze.<entity>_raw``.
+
+    Reads ``landing_dir/<entity>/*.json|csv`` (format from the landing contract) with a file
+    stream checkpointed at ``checkpoint_dir``; a re-run with no new file writes nothing.
+    The table is created (empty) and registered even when no file has landed yet.
+
+    Raises:
+        ValueError: ``entity`` is not part of the contract.
+        FileNotFoundError: ``landing_dir`` does not exist.
+    """
+    check_entity(entity)
+    table = bronze_table(entity)
+    schema = bronze_schema(entity)
+    create_if_missing(
+        spark,
+        catalog,
+        table,
+        spark.createDataFrame([], schema),
+        comment=f"Raw {entity} records as they landed, each landing file ingested once.",
+    )
+    source = f"{str(landing_dir).rstrip('/')}/{entity}"
+    local_landing = _local(landing_dir)
+    if local_landing is not None:
+        if not local_landing.is_dir():
+            raise FileNotFoundError(f"landing folder {landing_dir} does not exist")
+        if not (local_landing / entity).is_dir():
+            log.warning("no landing folder for %s at %s: nothing to ingest", entity, source)
+            return IngestResult(entity, 0, 0, 0)
+
+    ext = LANDING_FORMATS[entity]
+    stream = (
+        spark.readStream.format("text")
+        .option("wholetext", "true")
+        .option("pathGlobFilter", f"*.{ext}")
+        .load(source)
+        .select("value", F.col("_metadata.file_path").alias("_source_file"))
+    )
+    path = catalog.path(table)
+    totals = {"files": 0, "rows": 0, "rescued": 0}
+
+    def process(batch: DataFrame, batch_id: int) -> None:
+        batch = batch.persist()
+        try:
+            files = batch.select("_source_file").distinct().count()
+            if files == 0:
+                return
+            rows = parse_files(batch, entity, datetime.now(UTC)).persist()
+            stats = rows.agg(
+                F.count(F.lit(1)).alias("rows"), F.count("_rescued_data").alias("rescued")
+            ).first()
+            assert stats is not None
+            n_rows, n_rescued = int(stats["rows"]), int(stats["rescued"])
+            if n_rows:
+                (
+                    rows.write.format("delta")
+                    .mode("append")
+                    .option("txnAppId", stream_app_id(checkpoint_dir, table))
+                    .option("txnVersion", batch_id)
+                    .save(path)
+                )
+            rows.unpersist()
+            totals["files"] += files
+            totals["rows"] += n_rows
+            totals["rescued"] += n_rescued
+            log.info(
+                "%s batch %d: %d file(s), %d row(s), %d rescued",
+                table,
+                batch_id,
+                files,
+                n_rows,
+                n_rescued,
+            )
+        finally:
+            batch.unpersist()
+
+    run_available_now(stream, checkpoint_dir, process)
+    result = IngestResult(entity, totals["files"], totals["rows"], totals["rescued"])
+    if result.rescued_rows:
+        log.warning("%s: %d row(s) with rescued data", table, result.rescued_rows)
+    log.info("ingested %s: %d new file(s), %d row(s)", table, result.files, result.rows)
+    return result
+
+
+def ingest_all(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    landing_dir: Path | str,
+    checkpoint_dir: Path | str,
+    entities: Sequence[str] = ENTITIES,
+) -> list[IngestResult]:
+    """Ingest every entity, each with its own checkpoint ``checkpoint_dir/<entity>``."""
+    for entity in entities:
+        check_entity(entity)
+    return [
+        ingest_entity(
+            spark, catalog, entity, landing_dir, f"{str(checkpoint_dir).rstrip('/')}/{entity}"
+        )
+        for entity in entities
+    ]
