@@ -10,10 +10,10 @@ TTLs (how old a feature row may be at the event time and still count):
 
 * profile: 365 days. A profile row holds until the customer's next profile change, which can
   be months away; a year bounds the use of stale income and employment data.
-* transactions: 2 days. The gold layer stamps one row per customer and day at the start of the
-  following day (the window covers everything before it). A row is current for one day; the
-  second day tolerates one late or missed daily run. Older rows are expired on purpose: rolling
-  windows of a stale row would silently under-count.
+* transactions: 180 days. The gold layer writes a row whenever one of a customer's windows
+  changes (a day with transactions, or the day one leaves a 7, 30 or 90-day window), so a row
+  is exact until the customer's next row, and the last one (all windows empty) holds after
+  that. 180 days bounds how long a customer with no activity keeps those zero counts.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from lakehouse.settings import load_settings
 #: Tag naming the gold table behind a source.
 TABLE_TAG = "lakehouse_table"
 PROFILE_TTL = timedelta(days=365)
-TRANSACTIONS_TTL = timedelta(days=2)
+TRANSACTIONS_TTL = timedelta(days=180)
 
 _catalog = TableCatalog(load_settings().tables_root)
 

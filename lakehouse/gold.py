@@ -6,7 +6,8 @@ latest row at or before the time of a loan application and never sees the future
 
 * :func:`customer_profile_features`: one row per profile version, stamped ``updated_at``.
 * :func:`customer_transaction_features`: rolling aggregates as of the start of each day after a
-  day with transactions (or as of chosen days).
+  day on which a window changed: a day with transactions, or a day on which one leaves a
+  window (or as of chosen days).
 * :func:`labels`: loan applications whose outcome has been observed, ``defaulted`` as 0/1.
 
 :func:`build_gold` reads silver through the catalog, computes the three tables and MERGEs only
@@ -196,7 +197,8 @@ def customer_transaction_features(
         transactions: ``silver.transactions``.
         created_at: when the rows are computed.
         as_of_days: ``None`` (default) gives a row for each day on which the customer had a
-            transaction. Dates give a row for each of those days instead, for every customer
+            transaction and for each day on which one of those days leaves a window (up to the
+            last day with data), so a row holds until the customer's next one. Dates give a row for each of those days instead, for every customer
             with at least one transaction before the row's ``event_timestamp`` (windows may
             then be empty).
 
@@ -225,7 +227,25 @@ def customer_transaction_features(
         )
         .withColumn("_emit", F.lit(as_of_days is None))
     )
-    if as_of_days is not None:
+    if as_of_days is None:
+        # A window also changes on the day a transaction day leaves it: one row on each such
+        # "exit" day (d + N for each window N), up to the last day with data. So each row holds
+        # exactly until the customer's next row, and a customer who stops transacting ends with
+        # a row whose windows are empty instead of stale counts.
+        last_day = daily.agg(F.max("_day")).first()
+        horizon = int(last_day[0]) if last_day and last_day[0] is not None else -1
+        exits = (
+            daily.select(
+                "customer_id",
+                F.explode(F.array(*[F.col("_day") + n for n in TRANSACTION_WINDOWS])).alias("_day"),
+            )
+            .where(F.col("_day") <= F.lit(horizon))
+            .distinct()
+            .join(daily.select("customer_id", "_day"), ["customer_id", "_day"], "left_anti")
+            .withColumn("_emit", F.lit(True))
+        )
+        daily = daily.unionByName(exits, allowMissingColumns=True)
+    else:
         # One spine row per (customer, requested day) from the customer's first day on; it
         # carries no measures, so it only adds an output row and leaves the sums alone.
         spark = transactions.sparkSession

@@ -96,7 +96,7 @@ TXN_ROWS = [
     _txn("C1", D(2026, 3, 9), 3),
     _txn("C1", D(2026, 3, 10), 5),
     _txn("C1", D(2026, 3, 11), 9),
-    _txn("C2", D(2026, 3, 1), 7),  # more than 2 days before 2026-03-10: expired
+    _txn("C2", D(2025, 9, 1), 7),  # more than 180 days before 2026-03-10: expired
 ]
 LABEL_ROWS = [
     ("A1", "C1", D(2026, 3, 10, 12), 1000.0, 12, "CAR", 0, D(2026, 5, 1)),
@@ -105,7 +105,7 @@ LABEL_ROWS = [
     ("A4", "C2", D(2026, 3, 10), 4000.0, 48, None, 1, D(2026, 5, 1)),  # all expired
     ("A5", "C3", D(2026, 3, 10), 5000.0, 60, "EDUCATION", 0, D(2026, 5, 1)),  # unknown
     ("A6", "C1", D(2026, 3, 11, 23), 6000.0, 12, "CAR", 0, D(2026, 5, 1)),
-    ("A7", "C1", D(2026, 3, 13, 1), 7000.0, 12, "CAR", 1, D(2026, 5, 1)),  # txn 2d1h old
+    ("A7", "C1", D(2026, 9, 8, 1), 7000.0, 12, "CAR", 1, D(2026, 11, 1)),  # txn 180d1h old
 ]
 
 
@@ -285,7 +285,7 @@ def test_apply_registers_views_and_service(gold: Settings) -> None:
     assert features.service_feature_columns(store) == PROFILE_FEATURES + TXN_FEATURES
     assert {v.name: v.ttl.days for v in store.list_feature_views()} == {
         "customer_profile_fv": 365,
-        "customer_transactions_fv": 2,
+        "customer_transactions_fv": 180,
     }
 
 

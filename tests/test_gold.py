@@ -421,7 +421,7 @@ def built_template(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
     template = TableCatalog(str(root))
     seed_silver(spark, template)
     counts = build_gold(spark, template, created_at=T1)
-    assert counts == {GOLD_CUSTOMER_PROFILE: 3, GOLD_CUSTOMER_TRANSACTIONS: 4, GOLD_LABELS: 2}
+    assert counts == {GOLD_CUSTOMER_PROFILE: 3, GOLD_CUSTOMER_TRANSACTIONS: 7, GOLD_LABELS: 2}
     return root
 
 
@@ -462,6 +462,13 @@ def test_build_gold_writes_documented_tables_and_skips_unchanged_silver(
             [
                 features("C1", "2026-01-02", ((1, 100.0),) * 3, 100.0, 0.0, 0.0, T1),
                 features("C1", "2026-01-04", ((2, 130.0),) * 3, 100.0, 0.0, 0.5, T1),
+                # 01-01 leaves the 7-day window on 01-08, 01-03 on 01-10: a row each.
+                features(
+                    "C1", "2026-01-09", ((1, 30.0), (2, 130.0), (2, 130.0)), 100.0, 0.0, 0.5, T1
+                ),
+                features(
+                    "C1", "2026-01-11", ((0, 0.0), (2, 130.0), (2, 130.0)), 100.0, 0.0, 0.5, T1
+                ),
                 features(
                     "C1",
                     "2026-01-21",
@@ -472,12 +479,14 @@ def test_build_gold_writes_documented_tables_and_skips_unchanged_silver(
                     T1,
                 ),
                 features("C2", "2026-01-03", ((1, 20.0),) * 3, 20.0, 0.0, 0.0, T1),
+                features("C2", "2026-01-10", ((0, 0.0), (1, 20.0), (1, 20.0)), 20.0, 0.0, 0.0, T1),
+                # 01-01 + 30 days is after the last day with data: no row yet.
             ],
         ),
     )
 
     before = gold_versions(spark, catalog)
-    counts = {GOLD_CUSTOMER_PROFILE: 3, GOLD_CUSTOMER_TRANSACTIONS: 4, GOLD_LABELS: 2}
+    counts = {GOLD_CUSTOMER_PROFILE: 3, GOLD_CUSTOMER_TRANSACTIONS: 7, GOLD_LABELS: 2}
     assert build_gold(spark, catalog, created_at=T2) == counts
     assert gold_versions(spark, catalog) == before
     assert catalog.read(spark, GOLD_LABELS).where(F.col("defaulted") == 1).count() == 1
@@ -489,16 +498,17 @@ def test_new_silver_row_changes_only_affected_rows(
     catalog = built
     before = gold_versions(spark, catalog)
 
-    # A late transaction on 01-02: a new row as of 01-03 and new values for the two later
-    # C1 rows whose windows reach back to it; C1 as of 01-02 and C2 stay as they were.
+    # A late transaction on 01-02: new rows as of 01-03 (its day) and 01-10 (the day it leaves
+    # the 7-day window), new values for the four later C1 rows whose windows reach back to it;
+    # C1 as of 01-02 and C2 stay as they were.
     write_silver(spark, catalog, "transactions", [txn("T5", "C1", 10.0, "2026-01-02 15:00")])
     counts = build_gold(spark, catalog, created_at=T2)
 
-    assert counts[GOLD_CUSTOMER_TRANSACTIONS] == 5
+    assert counts[GOLD_CUSTOMER_TRANSACTIONS] == 9
     after = gold_versions(spark, catalog)
     assert after == {**before, GOLD_CUSTOMER_TRANSACTIONS: before[GOLD_CUSTOMER_TRANSACTIONS] + 1}
     metrics = last_operation_metrics(spark, catalog, GOLD_CUSTOMER_TRANSACTIONS)
-    assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsUpdated"]) == (1, 2)
+    assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsUpdated"]) == (2, 4)
     columns = ["customer_id", "event_timestamp", "created_at", "txn_count_7d"]
     stamps = catalog.read(spark, GOLD_CUSTOMER_TRANSACTIONS).select(*columns)
     assertDataFrameEqual(
@@ -508,8 +518,12 @@ def test_new_silver_row_changes_only_affected_rows(
                 ("C1", ts("2026-01-02"), T1, 1),
                 ("C1", ts("2026-01-03"), T2, 2),
                 ("C1", ts("2026-01-04"), T2, 3),
+                ("C1", ts("2026-01-09"), T2, 2),
+                ("C1", ts("2026-01-10"), T2, 1),
+                ("C1", ts("2026-01-11"), T2, 0),
                 ("C1", ts("2026-01-21"), T2, 1),
                 ("C2", ts("2026-01-03"), T1, 1),
+                ("C2", ts("2026-01-10"), T1, 0),
             ],
             stamps.schema,
         ),
