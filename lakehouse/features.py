@@ -23,9 +23,10 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +35,7 @@ from typing import Any
 import pandas as pd
 import yaml
 from feast import FeatureService, FeatureStore, FeatureView
+from feast.table_format import DeltaFormat
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.catalog import GOLD_LABELS, TableCatalog
@@ -155,8 +157,14 @@ def use_session(spark: SparkSession) -> None:
 
 
 # --- Definitions -----------------------------------------------------------------------------
-def load_definitions(settings: Settings) -> ModuleType:
-    """Import ``feature_repo/definitions.py`` afresh, every source re-rooted for ``settings``."""
+def load_definitions(
+    settings: Settings, table_versions: dict[str, int] | None = None
+) -> ModuleType:
+    """Import ``feature_repo/definitions.py`` afresh, every source re-rooted for ``settings``.
+
+    With ``table_versions`` (gold table name -> Delta version), each source whose table is
+    listed reads that version (Delta time travel), for reproducing a training set.
+    """
     path = feature_repo_dir() / "definitions.py"
     name = f"_lakehouse_feast_definitions_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -173,6 +181,10 @@ def load_definitions(settings: Settings) -> ModuleType:
         table = source.tags.get(TABLE_TAG) if source is not None else None
         if source is not None and table:
             source.spark_options.path = catalog.path(table)
+            if table_versions and table in table_versions:
+                source.spark_options.table_format = DeltaFormat(
+                    properties={"versionAsOf": str(int(table_versions[table]))}
+                )
     return module
 
 
@@ -180,15 +192,16 @@ def _module_objects(module: ModuleType, kind: type) -> list[Any]:
     return [v for v in vars(module).values() if isinstance(v, kind)]
 
 
-def apply(settings: Settings) -> list[str]:
+def apply(settings: Settings, table_versions: dict[str, int] | None = None) -> list[str]:
     """Register the repository's entity, sources, views and service; return the view names.
 
     Idempotent: applying the same definitions twice leaves the registry as it was.
+    ``table_versions`` pins sources to Delta versions (see :func:`load_definitions`).
     """
     from feast import Entity
     from feast.data_source import DataSource
 
-    module = load_definitions(settings)
+    module = load_definitions(settings, table_versions)
     objects: list[Any] = []
     for kind in (Entity, DataSource, FeatureView, FeatureService):
         objects.extend(_module_objects(module, kind))
@@ -278,14 +291,35 @@ def _naive_utc(series: pd.Series) -> pd.Series:
 
 
 def build_training_set(
-    spark: SparkSession, settings: Settings, catalog: TableCatalog
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    table_versions: dict[str, int] | None = None,
 ) -> TrainingSet:
     """The training frame: every row of ``gold.labels`` with its point-in-time features.
 
     Entity rows are the labelled applications, the event time is ``application_timestamp``:
     a feature counts only when stamped at or before it and within its view's TTL, otherwise it
     is null. Versions are recorded just before the read.
+
+    With ``table_versions`` (as recorded by an earlier training run) every table is read at
+    that Delta version instead: the same definitions are applied to a throw-away registry whose
+    sources time-travel, so the frame is the one that run trained on.
     """
+    if table_versions:
+        with tempfile.TemporaryDirectory(prefix="lakehouse-pinned-") as tmp:
+            pinned = replace(settings, home=Path(tmp), tables_uri=settings.tables_root)
+            apply(pinned, table_versions)
+            return _training_set(spark, pinned, catalog, dict(table_versions))
+    return _training_set(spark, settings, catalog, None)
+
+
+def _training_set(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    pinned: dict[str, int] | None,
+) -> TrainingSet:
     store = feature_store(settings)
     service = store.get_feature_service(FEATURE_SERVICE)
     feature_columns = service_feature_columns(store)
@@ -297,6 +331,11 @@ def build_training_set(
         table = source.tags.get(TABLE_TAG) if source is not None else None
         if table:
             versions[table] = catalog.version(spark, table)
+    if pinned is not None:
+        unknown = sorted(set(pinned) - set(versions))
+        if unknown:
+            raise ValueError(f"table_versions names tables the service does not read: {unknown}")
+        versions.update(pinned)
     labels = catalog.read(spark, GOLD_LABELS, version=versions[GOLD_LABELS])
     entity_df = labels.select(
         *[c for c in LABEL_COLUMNS if c != "application_timestamp"],

@@ -309,6 +309,45 @@ def test_training_set_is_point_in_time_correct(
     assert got == EXPECTED_TRAINING
 
 
+def test_training_set_reads_pinned_versions(
+    spark: SparkSession, gold: Settings, catalog: TableCatalog
+) -> None:
+    first = features.build_training_set(spark, gold, catalog)
+    # A later gold build moves every transaction feature and adds a label.
+    txn = catalog.read(spark, GOLD_CUSTOMER_TRANSACTIONS)
+    overwrite(
+        spark,
+        catalog,
+        GOLD_CUSTOMER_TRANSACTIONS,
+        txn.withColumn("txn_count_7d", txn["txn_count_7d"] + 100),
+    )
+    extra = [("A8", "C1", D(2026, 3, 10, 13), 800.0, 12, "CAR", 0, D(2026, 5, 1))]
+    schema = catalog.read(spark, GOLD_LABELS).schema
+    spark.createDataFrame(extra, schema).write.format("delta").mode("append").save(
+        catalog.path(GOLD_LABELS)
+    )
+
+    latest = features.build_training_set(spark, gold, catalog)
+    assert latest.table_versions[GOLD_CUSTOMER_TRANSACTIONS] == 2
+    assert len(latest.frame) == 8
+    assert latest.frame.loc[0, "txn_count_7d"] == first.frame.loc[0, "txn_count_7d"] + 100
+
+    again = features.build_training_set(spark, gold, catalog, table_versions=first.table_versions)
+    assert again.table_versions == first.table_versions
+    pd.testing.assert_frame_equal(again.frame, first.frame)
+    # The platform's own registry is untouched by the pinned read.
+    assert features.build_training_set(spark, gold, catalog).table_versions == (
+        latest.table_versions
+    )
+
+
+def test_pinned_versions_must_name_tables_the_service_reads(
+    spark: SparkSession, gold: Settings, catalog: TableCatalog
+) -> None:
+    with pytest.raises(ValueError, match=r"does not read: \['gold.nope'\]"):
+        features.build_training_set(spark, gold, catalog, table_versions={"gold.nope": 0})
+
+
 def test_feast_reuses_the_platform_session(spark: SparkSession, gold: Settings) -> None:
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
         get_spark_session_or_start_new_with_repoconfig,
