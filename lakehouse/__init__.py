@@ -1,6 +1,27 @@
-"""Lakehouse: a local emulator of a Databricks-style ML lakehouse."""
+"""Lakehouse: a local emulator of a Databricks-style ML lakehouse.
+
+``lakehouse.connect()`` points MLflow at the platform's tracking store and registry, so code
+written for Databricks (``mlflow.set_experiment``, ``mlflow.start_run``,
+``mlflow.pyfunc.load_model("models:/credit_risk_model/Production")``) runs unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from lakehouse.settings import Settings, load_settings
 
-__all__ = ["Settings", "__version__", "load_settings"]
+if TYPE_CHECKING:
+    from lakehouse.tracking import connect
+
+__all__ = ["Settings", "__version__", "connect", "load_settings"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # MLflow is imported only when ``lakehouse.connect`` is first used.
+    if name == "connect":
+        from lakehouse.tracking import connect
+
+        return connect
+    raise AttributeError(f"module 'lakehouse' has no attribute {name!r}")

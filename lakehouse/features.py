@@ -565,3 +565,29 @@ def online_features_fast(settings: Settings, customer_ids: Sequence[str]) -> pd.
     finally:
         reader.close()
     return pd.DataFrame(rows, columns=[ENTITY_KEY, *reader.feature_columns])
+
+
+def online_row_counts(settings: Settings) -> dict[str, int]:
+    """Entities held in the online store per feature view (SQLite store only)."""
+    import sqlite3
+
+    store = feature_store(settings)
+    path = _sqlite_path_from_config(store)
+    if settings.online_store != "sqlite" or not Path(path).exists():
+        return {}
+    conn = sqlite3.connect(path)
+    try:
+        counts = {}
+        for view in store.list_feature_views():
+            table = _table_name(store, view)
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            counts[view.name] = (
+                int(conn.execute(f'SELECT count(DISTINCT entity_key) FROM "{table}"').fetchone()[0])
+                if exists
+                else 0
+            )
+        return counts
+    finally:
+        conn.close()

@@ -198,9 +198,9 @@ def customer_transaction_features(
         created_at: when the rows are computed.
         as_of_days: ``None`` (default) gives a row for each day on which the customer had a
             transaction and for each day on which one of those days leaves a window (up to the
-            last day with data), so a row holds until the customer's next one. Dates give a row for each of those days instead, for every customer
-            with at least one transaction before the row's ``event_timestamp`` (windows may
-            then be empty).
+            last day with data), so a row holds until the customer's next one. Dates give a
+            row for each of those days instead, for every customer with at least one
+            transaction before the row's ``event_timestamp`` (windows may then be empty).
 
     Returns :data:`GOLD_CUSTOMER_TRANSACTIONS_SCHEMA`. Transactions are aggregated to
     (customer, day) first; the windows are range frames over day numbers.

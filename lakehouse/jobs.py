@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +32,11 @@ def configure_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("py4j", "urllib3", "alembic", "numexpr", "matplotlib"):
+    for noisy in ("py4j", "urllib3", "alembic", "numexpr", "matplotlib", "feast", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Feast marks its Spark offline store experimental on every use; say it once in the docs.
+    warnings.filterwarnings("ignore", message=r"The spark .* experimental", category=RuntimeWarning)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @contextmanager

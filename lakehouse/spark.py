@@ -74,6 +74,8 @@ def get_spark(
     settings = settings or load_settings()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if settings.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no network interface needed
     settings.home.mkdir(parents=True, exist_ok=True)
 
     builder = SparkSession.builder.appName(app_name)

@@ -43,7 +43,15 @@ def create_if_missing(
     path = catalog.path(name)
     created = False
     if not DeltaTable.isDeltaTable(spark, path):
-        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(df.schema)
+        # Column comments go in with the schema: creating the table is one commit.
+        builder = DeltaTable.createIfNotExists(spark).location(path)
+        for field in df.schema.fields:
+            builder = builder.addColumn(
+                field.name,
+                field.dataType,
+                nullable=field.nullable,
+                comment=(column_comments or {}).get(field.name),
+            )
         if comment:
             builder = builder.comment(comment)
         if partition_by:
@@ -51,10 +59,6 @@ def create_if_missing(
         builder.execute()
         created = True
     register_table(spark, catalog, name)
-    if created and column_comments:
-        for column, text in column_comments.items():
-            escaped = text.replace("'", "\\'")
-            spark.sql(f"ALTER TABLE {name} ALTER COLUMN {column} COMMENT '{escaped}'")
     return created
 
 

@@ -51,3 +51,16 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     s = load_settings("local", env={"LAKEHOUSE_HOME": str(tmp_path)})
     with pytest.raises(AttributeError):
         s.home = Path("/")  # type: ignore[misc]
+
+
+def test_connect_is_exported_lazily(tmp_path: Path) -> None:
+    import mlflow
+
+    import lakehouse
+
+    s = load_settings("local", env={"LAKEHOUSE_HOME": str(tmp_path)})
+    assert lakehouse.connect(s) == s.tracking_uri
+    assert mlflow.get_tracking_uri() == s.tracking_uri
+    assert mlflow.get_experiment_by_name("credit_risk_model") is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = lakehouse.nope  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from lakehouse.jobs import job_session
 from lakehouse.pipeline import STAGES, run_pipeline
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``pipeline`` command group."""
     pipeline = sub.add_parser("pipeline", help="run the medallion pipeline")
     actions = pipeline.add_subparsers(dest="action", metavar="ACTION", required=True)
