@@ -37,6 +37,7 @@ import yaml
 from feast import FeatureService, FeatureStore, FeatureView
 from feast.table_format import DeltaFormat
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse.catalog import GOLD_LABELS, TableCatalog
 from lakehouse.jars import jar_paths
@@ -372,6 +373,12 @@ def historical_features(
     feature_columns = service_feature_columns(store)
     use_session(spark)
     if isinstance(entity_df, DataFrame):
+        if entity_df.isEmpty():
+            # Feast cannot take an empty entity frame (no timestamp range): nothing to join.
+            types = _feature_spark_types(store)
+            return entity_df.select(
+                *entity_df.columns, *[F.lit(None).cast(types[c]).alias(c) for c in feature_columns]
+            )
         job = store.get_historical_features(entity_df=entity_df, features=service)
         return _spark_df(job).select(*entity_df.columns, *feature_columns)
     row = "__lakehouse_row"
@@ -384,6 +391,27 @@ def historical_features(
     out = out.sort_values(row).drop(columns=[row]).reset_index(drop=True)
     out[EVENT_TIMESTAMP] = _naive_utc(out[EVENT_TIMESTAMP])
     return out
+
+
+_SPARK_TYPES = {
+    "Int32": "int",
+    "Int64": "bigint",
+    "Float32": "float",
+    "Float64": "double",
+    "String": "string",
+    "Bool": "boolean",
+    "UnixTimestamp": "timestamp",
+}
+
+
+def _feature_spark_types(store: FeatureStore) -> dict[str, str]:
+    """Spark SQL type of every feature of the service."""
+    service = store.get_feature_service(FEATURE_SERVICE)
+    types = {}
+    for projection in service.feature_view_projections:
+        for field in projection.features:
+            types[field.name] = _SPARK_TYPES[str(field.dtype)]
+    return types
 
 
 def online_features(settings: Settings, customer_ids: Sequence[str]) -> pd.DataFrame:

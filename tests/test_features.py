@@ -348,6 +348,18 @@ def test_pinned_versions_must_name_tables_the_service_reads(
         features.build_training_set(spark, gold, catalog, table_versions={"gold.nope": 0})
 
 
+def test_historical_features_of_no_rows_is_an_empty_typed_frame(
+    spark: SparkSession, gold: Settings
+) -> None:
+    entity = spark.createDataFrame([], "customer_id string, event_timestamp timestamp")
+    out = features.historical_features(spark, gold, entity)
+    assert out.count() == 0
+    types = dict(out.dtypes)
+    assert out.columns == ["customer_id", "event_timestamp", *PROFILE_FEATURES, *TXN_FEATURES]
+    assert (types["age"], types["txn_count_7d"], types["region"]) == ("int", "bigint", "string")
+    assert types["txn_amount_sum_30d"] == "double"
+
+
 def test_feast_reuses_the_platform_session(spark: SparkSession, gold: Settings) -> None:
     from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
         get_spark_session_or_start_new_with_repoconfig,
