@@ -65,10 +65,16 @@ class TableCatalog:
         return f"{self.root.rstrip('/')}/{schema}/{table}"
 
     def exists(self, spark: SparkSession, name: str) -> bool:
-        """Whether a Delta table exists at the location of ``name``."""
-        from delta.tables import DeltaTable
+        """Whether a Delta table exists at the location of ``name``.
 
-        return bool(DeltaTable.isDeltaTable(spark, self.path(name)))
+        Asks the file system for the ``_delta_log`` folder rather than Delta's cached log, so
+        a table another application created since this one last looked is seen.
+        """
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        log_dir = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
+        fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        return bool(fs.exists(log_dir))
 
     def read(self, spark: SparkSession, name: str, version: int | None = None) -> DataFrame:
         """Read ``name`` (optionally as of a Delta version) by its location."""

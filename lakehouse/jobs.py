@@ -32,8 +32,9 @@ def configure_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("py4j", "urllib3", "alembic", "numexpr", "matplotlib", "feast", "mlflow"):
+    for noisy in ("py4j", "urllib3", "alembic", "numexpr", "matplotlib", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     # Feast marks its Spark offline store experimental on every use; say it once in the docs.
     warnings.filterwarnings("ignore", message=r"The spark .* experimental", category=RuntimeWarning)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

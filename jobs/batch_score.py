@@ -1,0 +1,36 @@
+"""Score loan applications in batch with the champion model into gold.predictions.
+
+Run it with spark-submit (from the repository, with the virtual env active)::
+
+    spark-submit --jars "$(lakehouse jars)" jobs/batch_score.py --start 2026-01-01
+
+The champion is resolved to a concrete version at start; a re-run inserts nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lakehouse.commands.score import add_batch_arguments, run_batch
+from lakehouse.jobs import configure_logging
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the job's flags."""
+    parser = argparse.ArgumentParser(prog="batch_score", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    add_batch_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score and print how many predictions were written."""
+    args = parse_args(argv)
+    configure_logging(args.verbose)
+    return run_batch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
