@@ -74,3 +74,29 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         }
     )
     return env
+
+
+def execute_notebook(name: str, env: dict[str, str]) -> str:
+    """Execute ``notebooks/<name>`` top to bottom in a fresh kernel with ``env``.
+
+    Fails on the first cell that raises; returns everything the cells printed.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        nb = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
+        client = NotebookClient(
+            nb,
+            timeout=900,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}},
+        )
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")

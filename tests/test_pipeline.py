@@ -34,6 +34,7 @@ from lakehouse.datagen import GenerationReport, GeneratorConfig, generate
 from lakehouse.pipeline import PipelineReport, run_pipeline
 from lakehouse.settings import Settings
 from lakehouse.silver import accounting
+from tests.conftest import execute_notebook
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = GeneratorConfig(
@@ -217,21 +218,8 @@ def test_two_applications_read_the_same_tables_at_once(spark: SparkSession, worl
 
 
 @pytest.mark.slow
-def test_notebook_explores_the_tables(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nbformat
-    from nbclient import NotebookClient
-
-    for key, value in _env(world.settings).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("LAKEHOUSE_SPARK_MASTER", "local[1]")
-    nb = nbformat.read(REPO / "notebooks" / "01_explore_lakehouse.ipynb", as_version=4)
-    NotebookClient(
-        nb,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(REPO / "notebooks")}},
-    ).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+def test_notebook_explores_the_tables(world: World) -> None:
+    text = execute_notebook(
+        "01_explore_lakehouse.ipynb", {**_env(world.settings), "LAKEHOUSE_SPARK_MASTER": "local[1]"}
+    )
     assert "rows at version 0" in text
