@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import peak_rss, timed, verdict
@@ -65,7 +66,7 @@ def handwritten(spark: SparkSession, landing: Path, out: Path) -> None:
         clean = typed.dropna(subset=keys).dropDuplicates(keys)
         clean.write.format("delta").mode("overwrite").save(str(out / "silver" / entity))
         silver[entity] = spark.read.format("delta").load(str(out / "silver" / entity))
-    now = F.current_timestamp()
+    now = datetime.now(UTC)
     gold = {
         "profile": customer_profile_features(silver["customers"], now),
         "transactions": customer_transaction_features(silver["transactions"], now),
