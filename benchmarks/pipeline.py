@@ -57,13 +57,14 @@ def handwritten(spark: SparkSession, landing: Path, out: Path) -> None:
             .load(str(out / "bronze" / entity))
             .select(
                 *[
-                    F.col(f.name).cast(f.dataType).alias(f.name)
+                    F.col(f.name).try_cast(f.dataType).alias(f.name)
                     for f in SILVER_SCHEMAS[entity].fields
                 ]
             )
         )
         keys = list(BUSINESS_KEYS[entity])
-        clean = typed.dropna(subset=keys).dropDuplicates(keys)
+        required = [f.name for f in SILVER_SCHEMAS[entity].fields if not f.nullable]
+        clean = typed.dropna(subset=required).dropDuplicates(keys)
         clean.write.format("delta").mode("overwrite").save(str(out / "silver" / entity))
         silver[entity] = spark.read.format("delta").load(str(out / "silver" / entity))
     now = datetime.now(UTC)
