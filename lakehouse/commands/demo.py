@@ -64,8 +64,11 @@ def generate_data(settings: Settings, customers: int, days: int, seed: int) -> s
     existing = list(settings.landing_dir.rglob("*_????-??-??.*"))
     if existing:
         return f"landing already holds {len(existing)} files, nothing generated"
-    # The world ends yesterday, so that the online store is current today.
+    # The world ends in the past week, so that the online store is current today. It starts on
+    # a Monday: the generator's weekly rhythm then lines up the same way whatever the date, so
+    # the demo builds the same world (and model) every day, only dated differently.
     start = date.today() - timedelta(days=days)
+    start -= timedelta(days=start.weekday())
     config = GeneratorConfig(seed=seed, customers=customers, days=days, start_date=start)
     report = generate(settings.landing_dir, config)
     return (
