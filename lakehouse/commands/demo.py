@@ -15,9 +15,11 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from lakehouse.catalog import GOLD_PREDICTIONS, TableCatalog
+from lakehouse.catalog import GOLD_LABELS, GOLD_PREDICTIONS, TableCatalog
+from lakehouse.catalog import GOLD_PREDICTION_OUTCOMES as GOLD_OUTCOMES
 from lakehouse.console import format_seconds, render_rows
 from lakehouse.jobs import JobContext, job_session
 from lakehouse.pipeline import quarantine_counts, run_pipeline
@@ -147,6 +149,19 @@ def train(job: JobContext) -> str:
     )
 
 
+def _outcomes_stale(spark: SparkSession, catalog: TableCatalog) -> bool:
+    """Whether predictions or labels were committed after the outcomes table was built."""
+    if not catalog.exists(spark, GOLD_OUTCOMES):
+        return True
+
+    def committed(name: str) -> Any:
+        last = DeltaTable.forPath(spark, catalog.path(name)).history(1).first()
+        return last["timestamp"] if last else None
+
+    built = committed(GOLD_OUTCOMES)
+    return bool(committed(GOLD_PREDICTIONS) > built or committed(GOLD_LABELS) > built)
+
+
 def score(job: JobContext) -> str:
     """Batch-score with the champion, then let the scoring stream catch up."""
     from lakehouse.registry import champion_version
@@ -159,7 +174,10 @@ def score(job: JobContext) -> str:
     query = start_scoring_stream(job.spark, job.settings, job.catalog, available_now=True)
     query.awaitTermination()
     streamed = job.catalog.read(job.spark, GOLD_PREDICTIONS).count() - before
-    outcomes = prediction_outcomes(job.spark, job.catalog)
+    if _outcomes_stale(job.spark, job.catalog):
+        outcomes = prediction_outcomes(job.spark, job.catalog)
+    else:  # no new prediction or label since the last build: the table keeps its version
+        outcomes = job.catalog.read(job.spark, GOLD_OUTCOMES)
     observed = outcomes.where("defaulted IS NOT NULL").count()
     return (
         f"batch: version {batch.model_version} scored {batch.rows_scored} applications, "
