@@ -474,6 +474,43 @@ def write_predictions(
     return last_operation_metrics(spark, catalog, GOLD_PREDICTIONS)
 
 
+def _score_and_write(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    applications: DataFrame,
+    model: ResolvedModel,
+    *,
+    cache: ModelCache,
+    features_fn: FeaturesFn | None,
+    thresholds: DecisionThresholds | None,
+    scoring_mode: str,
+) -> ScoringReport:
+    """Score ``applications`` with ``model``, MERGE the predictions, report what was written."""
+    versions = feature_versions(spark, catalog)
+    predictions = score_applications(
+        spark,
+        settings,
+        applications,
+        model,
+        cache=cache,
+        features_fn=features_fn,
+        versions=versions,
+        thresholds=thresholds,
+        scoring_mode=scoring_mode,
+    )
+    metrics = write_predictions(spark, catalog, predictions)
+    return ScoringReport(
+        model_name=model.name,
+        model_version=model.version,
+        run_id=model.run_id,
+        rows_scored=metrics.get("numSourceRows", 0),
+        rows_inserted=metrics.get("numTargetRowsInserted", 0),
+        feature_versions=versions,
+        scoring_mode=scoring_mode,
+    )
+
+
 def score_batch(
     spark: SparkSession,
     settings: Settings,
@@ -504,26 +541,15 @@ def score_batch(
     model = resolve_model(settings, model_uri)
     log.info("scoring with %s (run %s)", model.uri, model.run_id)
     apps = select_applications(spark, catalog, start=start, end=end, unscored_by=model.version)
-    versions = feature_versions(spark, catalog)
-    predictions = score_applications(
+    report = _score_and_write(
         spark,
         settings,
+        catalog,
         apps,
         model,
         cache=cache or ModelCache(),
         features_fn=features_fn,
-        versions=versions,
         thresholds=thresholds,
-        scoring_mode="batch",
-    )
-    metrics = write_predictions(spark, catalog, predictions)
-    report = ScoringReport(
-        model_name=model.name,
-        model_version=model.version,
-        run_id=model.run_id,
-        rows_scored=metrics.get("numSourceRows", 0),
-        rows_inserted=metrics.get("numTargetRowsInserted", 0),
-        feature_versions=versions,
         scoring_mode="batch",
     )
     log.info(
@@ -566,26 +592,15 @@ class MicroBatchScorer:
         log.info("scoring batch %d started", batch_id)
         model = resolve_model(self.settings, self.model_uri)
         apps = batch.dropDuplicates(["application_id"])
-        versions = feature_versions(spark, self.catalog)
-        predictions = score_applications(
+        report = _score_and_write(
             spark,
             self.settings,
+            self.catalog,
             apps,
             model,
             cache=self.cache,
             features_fn=self.features_fn,
-            versions=versions,
             thresholds=self.thresholds,
-            scoring_mode="stream",
-        )
-        metrics = write_predictions(spark, self.catalog, predictions)
-        report = ScoringReport(
-            model_name=model.name,
-            model_version=model.version,
-            run_id=model.run_id,
-            rows_scored=metrics.get("numSourceRows", 0),
-            rows_inserted=metrics.get("numTargetRowsInserted", 0),
-            feature_versions=versions,
             scoring_mode="stream",
         )
         self.reports.append(report)
