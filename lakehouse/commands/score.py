@@ -138,17 +138,28 @@ def load_features_fn(spec: str) -> Callable[..., Any]:
 
 
 # --- Runners ---------------------------------------------------------------------------------
+def _scoring_options(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """Decision thresholds and feature provider from the flags; None (message printed) if bad."""
+    from lakehouse.scoring import DecisionThresholds
+
+    try:
+        return DecisionThresholds(args.approve_below, args.decline_at), load_features_fn(
+            args.features
+        )
+    except (ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def run_batch(args: argparse.Namespace) -> int:
     """Score in batch and print what was written."""
     from lakehouse.jobs import job_session
-    from lakehouse.scoring import DecisionThresholds, score_batch
+    from lakehouse.scoring import score_batch
 
-    try:
-        thresholds = DecisionThresholds(args.approve_below, args.decline_at)
-        features_fn = load_features_fn(args.features)
-    except (ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    options = _scoring_options(args)
+    if options is None:
         return 2
+    thresholds, features_fn = options
     with job_session("lakehouse-score-batch") as job:
         try:
             report = score_batch(
@@ -194,14 +205,12 @@ def run_stream(args: argparse.Namespace) -> int:
     from pyspark.errors import StreamingQueryException
 
     from lakehouse.jobs import job_session
-    from lakehouse.scoring import DecisionThresholds, start_scoring_stream
+    from lakehouse.scoring import start_scoring_stream
 
-    try:
-        thresholds = DecisionThresholds(args.approve_below, args.decline_at)
-        features_fn = load_features_fn(args.features)
-    except (ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    options = _scoring_options(args)
+    if options is None:
         return 2
+    thresholds, features_fn = options
     stop = StopSignal()
     stop.install()
     processing_time = None if args.available_now else (args.processing_time or "1 second")
