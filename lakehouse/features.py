@@ -6,11 +6,13 @@ feature views, the ``credit_risk_v1`` service). This module is the glue the plat
 * :func:`feature_store` builds a :class:`feast.FeatureStore` for a :class:`Settings` object; its
   configuration is rendered from the settings into ``settings.feast_dir/feature_store.yaml``
   (registry and SQLite online store under ``settings.feast_dir``, or Redis at
-  ``settings.redis_url``; Spark offline store with the platform's Delta configuration).
+  ``settings.redis_url``; the offline store of :mod:`lakehouse.feast_offline`, Feast's Spark
+  store with a one-pass point-in-time join, with the platform's Delta configuration).
 * :func:`apply` registers the repository's definitions, with every source re-rooted at the
-  settings' table root; :func:`materialize` loads the online store incrementally.
-* :func:`build_training_set` and :func:`historical_features` run Feast's point-in-time join on
-  the caller's SparkSession; :func:`online_features` reads the online store.
+  settings' table root; :func:`materialize` loads the online store incrementally (SQLite in
+  bulk, with exactly the rows Feast's writer writes).
+* :func:`build_training_set` and :func:`historical_features` run Feast's historical retrieval
+  on the caller's SparkSession; :func:`online_features` reads the online store.
 
 Feast's Spark offline store takes the active SparkSession of the calling thread, or builds one
 with ``getOrCreate``. Functions that receive ``spark`` make it the active session first, so Feast
@@ -19,9 +21,12 @@ reads Delta through the platform's session rather than a session of its own.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
+import sqlite3
+import struct
 import sys
 import tempfile
 import uuid
@@ -37,9 +42,9 @@ import yaml
 from feast import FeatureService, FeatureStore, FeatureView
 from feast.table_format import DeltaFormat
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from lakehouse.catalog import GOLD_LABELS, TableCatalog
+from lakehouse.feast_offline import STORE_TYPE
 from lakehouse.jars import jar_paths
 from lakehouse.settings import Settings
 from lakehouse.spark import spark_conf
@@ -127,7 +132,7 @@ def feature_store_config(settings: Settings) -> dict[str, Any]:
         "provider": "local",
         "registry": {"registry_type": "file", "path": str(feast_dir / "registry.db")},
         "online_store": online,
-        "offline_store": {"type": "spark", "spark_conf": offline_spark_conf(settings)},
+        "offline_store": {"type": STORE_TYPE, "spark_conf": offline_spark_conf(settings)},
         "entity_key_serialization_version": 3,
     }
 
@@ -246,17 +251,27 @@ def materialize(
     Args:
         settings: platform settings.
         end: end of the window, UTC when naive.
-        bulk: write SQLite in bulk (same rows Feast writes, far faster) rather than through
-            Feast's per-row writer; defaults to True for the SQLite online store.
+        bulk: load SQLite in bulk (:func:`_bulk_materialize`: the rows Feast's writer writes,
+            far faster) rather than through Feast's per-row writer; defaults to True for the
+            SQLite online store. Other online stores (Redis) use Feast's writer; asking them
+            for ``bulk=True`` is an error.
     """
     end_utc = _utc(end)
     running = SparkSession.getActiveSession() or SparkSession._instantiatedSession
     if running is not None:
         use_session(running)
+    if bulk is None:
+        bulk = settings.online_store == "sqlite"
+    if bulk and settings.online_store != "sqlite":
+        raise ValueError(
+            f"bulk materialization needs the sqlite online store, not {settings.online_store}"
+        )
     store = feature_store(settings)
-    if not store.list_feature_views():
+    views = store.list_feature_views()
+    if not views:
         raise RuntimeError("no feature views registered: run `lakehouse features apply` first")
-    for view in store.list_feature_views():
+    windows: list[tuple[FeatureView, datetime]] = []
+    for view in views:
         if not view.online:
             continue
         start = view.most_recent_end_time
@@ -268,14 +283,16 @@ def materialize(
         if start >= end_utc:
             log.info("%s is materialized up to %s already", view.name, start.isoformat())
             continue
-        if bulk is None:
-            bulk = settings.online_store == "sqlite"
-        if bulk:
-            rows = _bulk_materialize_view(store, view, start, end_utc)
+        windows.append((view, start))
+    if bulk:
+        fast = [(view, start) for view, start in windows if _bulk_supported(store, view)]
+        rows = _bulk_materialize(store, fast, end_utc) if fast else {}
+        for view, start in fast:
             store.registry.apply_materialization(view, store.project, start, end_utc)
-            log.info("%s: %d rows from %s to %s", view.name, rows, start, end_utc)
-        else:
-            store.materialize(start_date=start, end_date=end_utc, feature_views=[view.name])
+            log.info("%s: %d rows from %s to %s", view.name, rows[view.name], start, end_utc)
+        windows = [(view, start) for view, start in windows if view.name not in rows]
+    for view, start in windows:  # Feast's own writer
+        store.materialize(start_date=start, end_date=end_utc, feature_views=[view.name])
     return end_utc
 
 
@@ -289,6 +306,27 @@ def _spark_df(job: Any) -> DataFrame:
 def _naive_utc(series: pd.Series) -> pd.Series:
     converted = pd.to_datetime(series, utc=True)
     return converted.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def _table_version(spark: SparkSession, catalog: TableCatalog, name: str) -> int:
+    """The current Delta version of ``name``: :meth:`TableCatalog.version` without a Spark job.
+
+    Asks Delta's transaction log for its latest snapshot (a listing of ``_delta_log``) rather
+    than reading the table history into a DataFrame, which costs a Spark job per table.
+    """
+    from py4j.protocol import Py4JError
+
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    try:
+        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+            spark._jsparkSession, catalog.path(name)
+        )
+        none = jvm.scala.Option.empty()
+        return int(delta_log.update(False, none, none).version())
+    except Py4JError:  # Delta's log API differs in this Delta release: read the history
+        log.debug("Delta log API unavailable; reading the history of %s", name)
+        return catalog.version(spark, name)
 
 
 def build_training_set(
@@ -326,12 +364,12 @@ def _training_set(
     feature_columns = service_feature_columns(store)
     if not catalog.exists(spark, GOLD_LABELS):
         raise FileNotFoundError(f"no table {GOLD_LABELS} at {catalog.path(GOLD_LABELS)}")
-    versions = {GOLD_LABELS: catalog.version(spark, GOLD_LABELS)}
+    versions = {GOLD_LABELS: _table_version(spark, catalog, GOLD_LABELS)}
     for projection in service.feature_view_projections:
         source = store.get_feature_view(projection.name).batch_source
         table = source.tags.get(TABLE_TAG) if source is not None else None
         if table:
-            versions[table] = catalog.version(spark, table)
+            versions[table] = _table_version(spark, catalog, table)
     if pinned is not None:
         unknown = sorted(set(pinned) - set(versions))
         if unknown:
@@ -373,12 +411,6 @@ def historical_features(
     feature_columns = service_feature_columns(store)
     use_session(spark)
     if isinstance(entity_df, DataFrame):
-        if entity_df.isEmpty():
-            # Feast cannot take an empty entity frame (no timestamp range): nothing to join.
-            types = _feature_spark_types(store)
-            return entity_df.select(
-                *entity_df.columns, *[F.lit(None).cast(types[c]).alias(c) for c in feature_columns]
-            )
         job = store.get_historical_features(entity_df=entity_df, features=service)
         return _spark_df(job).select(*entity_df.columns, *feature_columns)
     row = "__lakehouse_row"
@@ -391,27 +423,6 @@ def historical_features(
     out = out.sort_values(row).drop(columns=[row]).reset_index(drop=True)
     out[EVENT_TIMESTAMP] = _naive_utc(out[EVENT_TIMESTAMP])
     return out
-
-
-_SPARK_TYPES = {
-    "Int32": "int",
-    "Int64": "bigint",
-    "Float32": "float",
-    "Float64": "double",
-    "String": "string",
-    "Bool": "boolean",
-    "UnixTimestamp": "timestamp",
-}
-
-
-def _feature_spark_types(store: FeatureStore) -> dict[str, str]:
-    """Spark SQL type of every feature of the service."""
-    service = store.get_feature_service(FEATURE_SERVICE)
-    types = {}
-    for projection in service.feature_view_projections:
-        for field in projection.features:
-            types[field.name] = _SPARK_TYPES[str(field.dtype)]
-    return types
 
 
 def online_features(settings: Settings, customer_ids: Sequence[str]) -> pd.DataFrame:
@@ -429,22 +440,29 @@ def online_features(settings: Settings, customer_ids: Sequence[str]) -> pd.DataF
 # Both read and write Feast's own SQLite tables (``<project>_<view>``: entity_key, feature_name,
 # value, value_text, event_ts, created_ts) with Feast's own serialization, so Feast's API and
 # ``feast serve`` see exactly what they would have written or read themselves.
-_PROTO_FIELD = {
-    "Int32": "int32_val",
-    "Int64": "int64_val",
-    "Float64": "double_val",
-    "String": "string_val",
-    "Bool": "bool_val",
-}
+_UINT32 = struct.Struct("<I")
 
 
-def _entity_key_bytes(customer_id: str) -> bytes:
+@functools.cache
+def _string_key_prefix(join_key: str, version: int) -> bytes:
+    """Feast's serialized entity key of one string join key, up to the value's length.
+
+    Feast's serializer lays the key out as its header and join-key name, the value's type, then
+    the value's length (4 bytes, little-endian) and UTF-8 bytes; the prefix is taken from
+    Feast's own serialization of an empty value, so only the value's part is added per key.
+    """
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    key = EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer_id)])
-    return bytes(serialize_entity_key(key, entity_key_serialization_version=3))
+    empty = EntityKey(join_keys=[join_key], entity_values=[Value(string_val="")])
+    return bytes(serialize_entity_key(empty, entity_key_serialization_version=version))[:-4]
+
+
+def _entity_key_bytes(customer_id: str) -> bytes:
+    """Feast's serialized entity key (version 3) of one customer."""
+    raw = customer_id.encode("utf8")
+    return _string_key_prefix(ENTITY_KEY, 3) + _UINT32.pack(len(raw)) + raw
 
 
 def _sqlite_path(settings: Settings) -> Path:
@@ -463,64 +481,315 @@ def _table_name(store: FeatureStore, view: FeatureView) -> str:
     )
 
 
-def _bulk_materialize_view(
-    store: FeatureStore, view: FeatureView, start: datetime, end: datetime
-) -> int:
-    """Write the latest row per entity in ``[start, end]`` of ``view``; return the rows."""
-    import sqlite3
+#: Rows of one multi-row INSERT at most (SQLite's parser handles far more; this bounds memory).
+_ROWS_PER_STATEMENT = 600
+#: SQLite page cache of the bulk connection, KiB (the default is 2 MiB).
+_BULK_CACHE_KIB = 131_072
 
-    from feast.protos.feast.types.Value_pb2 import Value
 
-    source = view.batch_source
-    assert source is not None
-    names = [f.name for f in view.features]
-    offline = store._get_provider().offline_store
-    table = offline.pull_latest_from_table_or_query(
-        config=store.config,
-        data_source=source,
-        join_key_columns=[ENTITY_KEY],
-        feature_name_columns=names,
-        timestamp_field=source.timestamp_field,
-        created_timestamp_column=source.created_timestamp_column or None,
-        start_date=start,
-        end_date=end,
-    ).to_arrow()
-    if table.num_rows == 0:
-        return 0
-    keys = [_entity_key_bytes(str(k)) for k in table.column(ENTITY_KEY).to_pylist()]
-    event_ts = [_naive(t) for t in table.column(source.timestamp_field).to_pylist()]
-    created_col = source.created_timestamp_column
-    created_ts = (
-        [_naive(t) for t in table.column(created_col).to_pylist()]
-        if created_col and created_col in table.column_names
-        else [None] * table.num_rows
+def _bulk_supported(store: FeatureStore, view: FeatureView) -> bool:
+    """Whether :func:`_bulk_materialize` writes ``view`` (else Feast's writer does).
+
+    It reads Spark sources of views with join keys and writes the plain SQLite layout (no
+    vector or ``value_num`` columns).
+    """
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    online = store.config.online_store
+    plain = not getattr(online, "vector_enabled", False) and not getattr(
+        online, "enable_openai_compatible_store", False
     )
-    empty = Value().SerializeToString()
-    rows: list[tuple[Any, ...]] = []
-    for feature in view.features:
-        field = _PROTO_FIELD.get(str(feature.dtype))
-        if field is None:
-            raise ValueError(f"{view.name}.{feature.name}: type {feature.dtype} not supported")
-        values = table.column(feature.name).to_pylist()
-        for key, value, ts, cts in zip(keys, values, event_ts, created_ts, strict=True):
-            blob = empty if value is None else Value(**{field: value}).SerializeToString()
-            text = None if value is None else str(value)  # as Feast's extract_text_and_num
-            rows.append((key, feature.name, blob, text, ts, cts))
-    db = _sqlite_path_from_config(store)
-    conn = sqlite3.connect(db)
-    try:
-        with conn:
-            conn.executemany(
-                f'INSERT INTO "{_table_name(store, view)}" '
-                "(entity_key, feature_name, value, value_text, event_ts, created_ts) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-                "value = excluded.value, value_text = excluded.value_text, "
-                "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
-                rows,
+    return plain and isinstance(view.batch_source, SparkSource) and bool(view.entity_columns)
+
+
+def _bulk_materialize(
+    store: FeatureStore, windows: Sequence[tuple[FeatureView, datetime]], end: datetime
+) -> dict[str, int]:
+    """Write the latest row per entity of each view in its window into SQLite; rows per view.
+
+    The same rows Feast's writer writes (``pull_latest_from_table_or_query``, then one row per
+    feature with Feast's serialized entity key and ValueProto, ``value_text``, event and created
+    times), obtained differently:
+
+    * Spark reads the latest row per entity in ``[start, end]`` of each view
+      (:func:`lakehouse.feast_offline.latest_per_entity`, Feast's own ordering) straight into
+      Arrow, one view after the other on a background thread, so that the JVM reads the next
+      view while this thread writes the previous one;
+    * keys and values are serialized a column at a time (:func:`_entity_keys`,
+      :func:`_encode_values`) rather than a message at a time;
+    * one SQLite transaction for all views, rows in primary-key order, multi-row upserts that
+      bind each entity's key and times once, and a larger page cache.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+        get_spark_session_or_start_new_with_repoconfig,
+    )
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+    from pyspark import inheritable_thread_target
+
+    from lakehouse.feast_offline import latest_per_entity, source_frame
+
+    spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
+    reads: list[tuple[FeatureView, _ViewLayout, DataFrame]] = []
+    for i, (view, start) in enumerate(windows):
+        source = view.batch_source
+        assert isinstance(source, SparkSource)
+        layout = _ViewLayout.of(i, view)
+        latest = latest_per_entity(
+            source_frame(spark, source),
+            [column for column, _ in layout.keys],
+            layout.timestamp,
+            layout.created,
+            start,
+            end,
+        )
+        reads.append((view, layout, latest.selectExpr(*layout.select())))
+
+    version = store.config.entity_key_serialization_version
+    rows: dict[str, int] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakehouse-bulk-read") as pool:
+        tables: list[Future[Any]] = [
+            pool.submit(inheritable_thread_target(spark)(frame.toArrow)) for _, _, frame in reads
+        ]
+        conn = sqlite3.connect(_sqlite_path_from_config(store))
+        try:
+            conn.execute(f"PRAGMA cache_size = -{_BULK_CACHE_KIB}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            with conn:
+                for (view, layout, _), table in zip(reads, tables, strict=True):
+                    rows[view.name] = _write_sqlite_view(
+                        conn, _table_name(store, view), view, layout, table.result(), version
+                    )
+        finally:
+            conn.close()
+            for table in tables:
+                table.cancel()  # reads not started yet, after a failure
+    return rows
+
+
+@dataclass(frozen=True)
+class _ViewLayout:
+    """Where one view's columns are in the source and in the bulk read's Arrow table.
+
+    ``keys``, ``features``: (source column, name in Feast) pairs; the Arrow columns are
+    ``__v<index>_<position>``, so that no name in the source can clash with another.
+    """
+
+    index: int
+    keys: list[tuple[str, str]]
+    timestamp: str
+    created: str | None
+    features: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, index: int, view: FeatureView) -> _ViewLayout:
+        """The layout of ``view`` (source names through its source's field mapping)."""
+        source = view.batch_source
+        assert source is not None
+        reverse = {v: k for k, v in source.field_mapping.items()}
+        created = source.created_timestamp_column
+        return cls(
+            index=index,
+            keys=[(reverse.get(c.name, c.name), c.name) for c in view.entity_columns],
+            timestamp=reverse.get(source.timestamp_field, source.timestamp_field),
+            created=reverse.get(created, created) if created else None,
+            features=[(reverse.get(f.name, f.name), f.name) for f in view.features],
+        )
+
+    def column(self, position: int | str) -> str:
+        """The Arrow column of a key/feature position, or of ``"ts"`` / ``"created"``."""
+        return f"__v{self.index}_{position}"
+
+    def select(self) -> list[str]:
+        """The selection of the bulk read for this view, as SQL expressions."""
+        pairs = [(self.timestamp, "ts")]
+        if self.created:
+            pairs.append((self.created, "created"))
+        pairs += [(src, f"k{i}") for i, (src, _) in enumerate(self.keys)]
+        pairs += [(src, f"f{i}") for i, (src, _) in enumerate(self.features)]
+        return ["`" + src.replace("`", "``") + f"` AS {self.column(pos)}" for src, pos in pairs]
+
+
+def _write_sqlite_view(
+    conn: sqlite3.Connection,
+    table_name: str,
+    view: FeatureView,
+    layout: _ViewLayout,
+    part: Any,
+    version: int,
+) -> int:
+    """Upsert the latest rows of one view (an Arrow table) into its SQLite table; the rows."""
+    import numpy as np
+
+    n = part.num_rows
+    if n == 0 or not layout.features:  # Feast writes one row per feature
+        return n
+    value_types = {f.name: f.dtype.to_value_type() for f in view.entity_columns}
+    keys = _entity_keys(
+        [
+            (name, value_types[name], part.column(layout.column(f"k{i}")))
+            for i, (_, name) in enumerate(layout.keys)
+        ],
+        version,
+    )
+    dtypes = {f.name: f.dtype.to_value_type() for f in view.features}
+    features = sorted((name, layout.column(f"f{i}")) for i, (_, name) in enumerate(layout.features))
+    width = 3 + 2 * len(features)  # key, event time, created time, (value, text) per feature
+    params = np.empty((n, width), dtype=object)
+    params[:, 0] = keys
+    params[:, 1] = _sqlite_times(part.column(layout.column("ts")))
+    params[:, 2] = _sqlite_times(part.column(layout.column("created"))) if layout.created else None
+    for j, (name, column) in enumerate(features):
+        blobs, texts = _encode_values(part.column(column), dtypes[name])
+        params[:, 3 + 2 * j] = blobs
+        params[:, 4 + 2 * j] = texts
+    params = params[sorted(range(n), key=keys.__getitem__)]  # primary-key order
+
+    variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per_statement = max(1, min(_ROWS_PER_STATEMENT // len(features), variables // width))
+    full = n - n % per_statement
+    if full:
+        conn.executemany(
+            _upsert_sql(table_name, [name for name, _ in features], per_statement),
+            params[:full].reshape(-1, per_statement * width).tolist(),
+        )
+    if full < n:
+        conn.execute(
+            _upsert_sql(table_name, [name for name, _ in features], n - full),
+            params[full:].ravel().tolist(),
+        )
+    return n
+
+
+def _upsert_sql(table_name: str, features: Sequence[str], entities: int) -> str:
+    """A multi-row upsert of ``entities`` entities: key and times bound once per entity."""
+    width = 3 + 2 * len(features)
+    literals = ["'" + name.replace("'", "''") + "'" for name in features]
+    values = []
+    for e in range(entities):
+        base = e * width
+        for j, literal in enumerate(literals):
+            value = base + 4 + 2 * j
+            values.append(
+                f"(?{base + 1}, {literal}, ?{value}, ?{value + 1}, ?{base + 2}, ?{base + 3})"
             )
-    finally:
-        conn.close()
-    return table.num_rows
+    return (
+        f'INSERT INTO "{table_name}" '
+        "(entity_key, feature_name, value, value_text, event_ts, created_ts) VALUES "
+        + ", ".join(values)
+        + " ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+        "value_text = excluded.value_text, event_ts = excluded.event_ts, "
+        "created_ts = excluded.created_ts"
+    )
+
+
+def _sqlite_times(column: Any) -> Any:
+    """Times as Feast's SQLite writer binds them: naive UTC, through the registered adapter.
+
+    Feast's writer binds ``datetime`` objects, which sqlite3 adapts with the adapter Feast
+    registers (Unix seconds); each distinct time is adapted once the same way here. Returns an
+    object array, None for nulls.
+    """
+    import feast.infra.online_stores.sqlite  # noqa: F401 - registers Feast's adapters
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = pc.dictionary_encode(array)
+    distinct = [_naive(ts) for ts in encoded.dictionary.to_pylist()]
+    lookup = np.empty(len(distinct) + 1, dtype=object)
+    lookup[:-1] = [
+        None if ts is None else sqlite3.adapt(ts, sqlite3.PrepareProtocol) for ts in distinct
+    ]
+    return lookup[pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)]
+
+
+def _entity_keys(columns: Sequence[tuple[str, Any, Any]], version: int) -> list[bytes]:
+    """Feast's serialized entity key of each row: ``(join key, ValueType, Arrow column)``.
+
+    One string join key (the platform's case) is serialized by concatenation around a prefix
+    that Feast's own serializer produced; anything else goes through Feast's serializer.
+    """
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    if len(columns) == 1 and columns[0][1] == ValueType.STRING:
+        name, _, column = columns[0]
+        prefix, pack = _string_key_prefix(name, version), _UINT32.pack
+        return [
+            prefix + pack(len(raw)) + raw
+            for raw in (str(value).encode("utf8") for value in column.to_pylist())
+        ]
+    names = [name for name, _, _ in columns]
+    values = [
+        python_values_to_proto_values(column.to_numpy(zero_copy_only=False), kind)
+        for _, kind, column in columns
+    ]
+    return [
+        bytes(serialize_entity_key(EntityKey(join_keys=names, entity_values=list(row)), version))
+        for row in zip(*values, strict=True)
+    ]
+
+
+def _encode_values(column: Any, value_type: Any) -> tuple[Any, Any]:
+    """Feast's serialized ValueProto and ``value_text`` of each value, as object arrays.
+
+    Nulls (and NaN, as Feast's converter treats it) become the empty ValueProto and no text.
+    Doubles and floats are laid out directly in the protobuf wire format (one tag byte, then
+    the little-endian value; the tag is cut from a message serialized by protobuf). Other
+    scalars are converted once per distinct value with Feast's own converter and text
+    extraction, then spread by index; types Arrow cannot dictionary-encode (lists) are
+    converted value by value, by Feast's converter too.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from feast.infra.online_stores.helpers import extract_text_and_num
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    empty = Value().SerializeToString()
+    missing = np.asarray(pc.is_null(array, nan_is_null=True).to_numpy(zero_copy_only=False))
+    blobs = np.empty(n, dtype=object)
+    texts = np.empty(n, dtype=object)
+    numeric = pa.types.is_floating(array.type) or pa.types.is_integer(array.type)
+    if value_type in (ValueType.DOUBLE, ValueType.FLOAT) and numeric:
+        wide = value_type == ValueType.DOUBLE
+        kind = np.dtype("<f8") if wide else np.dtype("<f4")
+        sample = Value(double_val=1.0) if wide else Value(float_val=1.0)
+        tag = sample.SerializeToString()[: -kind.itemsize]
+        numbers = pc.fill_null(array, 0).to_numpy(zero_copy_only=False).astype(kind)
+        layout = np.empty(n, dtype=[("tag", f"V{len(tag)}"), ("value", kind)])
+        layout["tag"] = np.frombuffer(tag, dtype=f"V{len(tag)}")[0]
+        layout["value"] = numbers
+        blobs[:] = layout.view(f"V{layout.dtype.itemsize}").tolist()
+        texts[:] = list(map(str, numbers.astype(np.float64).tolist()))
+    else:
+        try:
+            encoded = pc.dictionary_encode(array)
+        except pa.ArrowNotImplementedError:
+            protos = python_values_to_proto_values(array.to_numpy(zero_copy_only=False), value_type)
+            blobs[:] = [p.SerializeToString() for p in protos]
+            texts[:] = [extract_text_and_num(p, False)[0] for p in protos]
+        else:
+            distinct = python_values_to_proto_values(encoded.dictionary.to_pylist(), value_type)
+            lookup_blobs = np.array([p.SerializeToString() for p in distinct] + [empty], object)
+            lookup_texts = np.array(
+                [extract_text_and_num(p, False)[0] for p in distinct] + [None], object
+            )
+            index = pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)
+            blobs[:] = lookup_blobs[index]
+            texts[:] = lookup_texts[index]
+    blobs[missing] = empty
+    texts[missing] = None
+    return blobs, texts
 
 
 def _sqlite_path_from_config(store: FeatureStore) -> str:
@@ -546,8 +815,6 @@ class OnlineFeatureReader:
 
     def __init__(self, settings: Settings, service: str = FEATURE_SERVICE) -> None:
         """Open the online store of ``settings`` for ``service``."""
-        import sqlite3
-
         _sqlite_path(settings)
         store = feature_store(settings)
         fs = store.get_feature_service(service)
@@ -597,8 +864,6 @@ def online_features_fast(settings: Settings, customer_ids: Sequence[str]) -> pd.
 
 def online_row_counts(settings: Settings) -> dict[str, int]:
     """Entities held in the online store per feature view (SQLite store only)."""
-    import sqlite3
-
     store = feature_store(settings)
     path = _sqlite_path_from_config(store)
     if settings.online_store != "sqlite" or not Path(path).exists():

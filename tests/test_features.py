@@ -19,7 +19,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from feast.repo_config import get_offline_config_from_type
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse import features
 from lakehouse.catalog import (
@@ -28,6 +30,7 @@ from lakehouse.catalog import (
     GOLD_LABELS,
     TableCatalog,
 )
+from lakehouse.feast_offline import STORE_TYPE, LakehouseSparkOfflineStoreConfig
 from lakehouse.schemas import (
     GOLD_CUSTOMER_PROFILE_SCHEMA,
     GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
@@ -230,6 +233,9 @@ def test_committed_yaml_has_the_platform_delta_configuration(settings: Settings)
     assert committed["online_store"]["type"] == "sqlite"
     assert committed["registry"]["path"] == "${LAKEHOUSE_HOME}/feast/registry.db"
     assert committed["online_store"]["path"] == "${LAKEHOUSE_HOME}/feast/online_store.db"
+    # The platform's offline store, under a type name Feast resolves (the `feast` CLI too).
+    assert committed["offline_store"]["type"] == STORE_TYPE == config["offline_store"]["type"]
+    assert get_offline_config_from_type(STORE_TYPE) is LakehouseSparkOfflineStoreConfig
     platform = spark_conf(settings)
     for key in (
         "spark.sql.extensions",
@@ -414,6 +420,74 @@ def test_historical_features_reject_missing_columns(spark: SparkSession, gold: S
         features.historical_features(spark, gold, pd.DataFrame({"customer_id": ["C1"]}))
 
 
+def test_one_pass_join_gives_feasts_answer(spark: SparkSession, gold: Settings) -> None:
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+        SparkOfflineStore,
+        SparkRetrievalJob,
+    )
+
+    from lakehouse.feast_offline import DataFrameRetrievalJob
+
+    ttl_edge = D(2026, 3, 11) + timedelta(days=180)  # C1's last transaction row exactly TTL old
+    entity = spark.createDataFrame(
+        [
+            ("r1", "C1", D(2026, 3, 10)),  # exactly at a stamp
+            ("r2", "C1", D(2026, 3, 10)),  # the same entity row twice
+            ("r3", "C1", ttl_edge),
+            ("r4", "C1", ttl_edge + timedelta(seconds=1)),
+            ("r5", "C2", D(2026, 3, 10)),  # everything expired
+            ("r6", "C3", D(2026, 3, 10)),  # unknown customer
+            ("r7", "C1", D(2025, 12, 31)),  # before every row
+        ],
+        "request string, customer_id string, event_timestamp timestamp",
+    )
+    store = features.feature_store(gold)
+    service = store.get_feature_service(features.FEATURE_SERVICE)
+    features.use_session(spark)
+    ours = store.get_historical_features(
+        entity_df=entity, features=service, full_feature_names=True
+    )
+    assert isinstance(ours, DataFrameRetrievalJob)
+    stock = SparkOfflineStore.get_historical_features(
+        config=store.config,
+        feature_views=[store.get_feature_view(p.name) for p in service.feature_view_projections],
+        feature_refs=[
+            f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features
+        ],
+        entity_df=entity,
+        registry=store.registry,
+        project=store.project,
+        full_feature_names=True,
+    )
+    ours_meta, stock_meta = ours.metadata, stock.metadata
+    assert ours_meta is not None and stock_meta is not None
+    assert ours_meta.features == stock_meta.features
+    assert sorted(ours_meta.keys) == sorted(stock_meta.keys) == ["customer_id", "request"]
+    assert (ours_meta.min_event_timestamp, ours_meta.max_event_timestamp) == (
+        stock_meta.min_event_timestamp,
+        stock_meta.max_event_timestamp,
+    )
+    frame = ours.to_df().sort_values("request", kind="stable").reset_index(drop=True)
+    expected = stock.to_df().sort_values("request", kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame, expected)
+    got = _records(frame, "request")
+    score, count = "customer_profile_fv__credit_score", "customer_transactions_fv__txn_count_7d"
+    assert {r: (v[score], v[count]) for r, v in got.items()} == {
+        "r1": (650, 5),
+        "r2": (650, 5),
+        "r3": (650, 9),
+        "r4": (650, None),
+        "r5": (None, None),
+        "r6": (None, None),
+        "r7": (None, None),
+    }
+    # Outside what the one-pass join covers, Feast's own join answers.
+    created_filter = store.get_historical_features(
+        entity_df=entity, features=service, filter_by_created_timestamp=True
+    )
+    assert type(created_filter) is SparkRetrievalJob
+
+
 # --- Online ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("store_type", ["sqlite", "redis"])
 def test_online_equals_historical_at_materialization_time(
@@ -473,12 +547,50 @@ def test_materializing_twice_changes_nothing(spark: SparkSession, gold: Settings
 
 
 def test_bulk_materialize_writes_exactly_what_feast_writes(
-    spark: SparkSession, gold: Settings, tmp_path: Path
+    spark: SparkSession,
+    gold: Settings,
+    catalog: TableCatalog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # More customers, a null and a NaN, and statements of a few entities each (plus a rest).
+    extra = [f"C{i}" for i in range(4, 9)]
+    for name, schema, rows in (
+        (
+            GOLD_CUSTOMER_PROFILE,
+            GOLD_CUSTOMER_PROFILE_SCHEMA,
+            [
+                _profile(c, D(2026, 3, 5), 700 + i, D(2026, 3, 5, 1), 1e5 + i)
+                for i, c in enumerate(extra)
+            ],
+        ),
+        (
+            GOLD_CUSTOMER_TRANSACTIONS,
+            GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
+            [_txn(c, D(2026, 3, 11), i) for i, c in enumerate(extra)],
+        ),
+    ):
+        frame = spark.createDataFrame(rows, schema)
+        frame.write.format("delta").mode("append").save(catalog.path(name))
+    nulls = (
+        catalog.read(spark, GOLD_CUSTOMER_TRANSACTIONS)
+        .withColumn(
+            "gambling_share_30d", F.when(F.col("customer_id") != "C5", F.col("gambling_share_30d"))
+        )
+        .withColumn(
+            "online_share_30d",
+            F.when(F.col("customer_id") == "C6", F.lit(float("nan"))).otherwise(
+                F.col("online_share_30d")
+            ),
+        )
+    )
+    overwrite(spark, catalog, GOLD_CUSTOMER_TRANSACTIONS, nulls)
+    monkeypatch.setattr(features, "_ROWS_PER_STATEMENT", 24)
     other = replace(gold.with_home(tmp_path / "other"), tables_uri=gold.tables_root)
     features.apply(other)
     features.materialize(gold, end=MAT_END, bulk=False)  # Feast's own writer
     features.materialize(other, end=MAT_END, bulk=True)
+    assert len(_online_rows(gold)) == 6 * len(PROFILE_FEATURES) + 6 * len(TXN_FEATURES)
     assert _online_rows(other) == _online_rows(gold)
     ends = {
         s.home: {
@@ -488,6 +600,49 @@ def test_bulk_materialize_writes_exactly_what_feast_writes(
     }
     assert ends[gold.home] == ends[other.home]
     assert set(ends[gold.home].values()) == {pd.Timestamp(MAT_END, tz="UTC")}
+
+
+@pytest.mark.parametrize(
+    ("kind", "arrow_type", "values"),
+    [
+        ("DOUBLE", "float64", [0.0, -0.0, 1.5, None, math.nan, 1e300, -2.5e-308, math.inf, 5.6e4]),
+        ("FLOAT", "float32", [0.0, 0.1, None, 3.0]),
+        ("INT32", "int32", [0, -1, 2**31 - 1, -(2**31), None, 7]),
+        ("INT64", "int64", [0, -1, 2**63 - 1, -(2**63), None, 300]),
+        ("STRING", "string", ["", "RENT", None, "ünïcødé €", "RENT"]),
+        ("BOOL", "bool", [True, False, None]),
+    ],
+)
+def test_bulk_values_serialize_as_feast_serializes(
+    kind: str, arrow_type: str, values: list[Any]
+) -> None:
+    import pyarrow as pa
+    from feast.infra.online_stores.helpers import extract_text_and_num
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    value_type = ValueType[kind]
+    blobs, texts = features._encode_values(pa.array(values, arrow_type), value_type)
+    protos = python_values_to_proto_values(values, value_type)  # Feast's own converter
+    assert list(blobs) == [p.SerializeToString() for p in protos]
+    assert list(texts) == [extract_text_and_num(p, False)[0] for p in protos]
+
+
+def test_bulk_entity_keys_are_feasts() -> None:
+    import pyarrow as pa
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.value_type import ValueType
+
+    ids = ["C1", "", "ü€", "C000001"]
+    keys = features._entity_keys([("customer_id", ValueType.STRING, pa.array(ids))], 3)
+    assert keys == [
+        serialize_entity_key(
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=i)]), 3
+        )
+        for i in ids
+    ]
 
 
 def test_fast_online_read_returns_what_feast_returns(spark: SparkSession, gold: Settings) -> None:
