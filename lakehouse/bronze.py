@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import ENTITIES, TableCatalog
@@ -33,6 +33,7 @@ from lakehouse.tables import create_if_missing
 log = logging.getLogger(__name__)
 
 _CORRUPT = "_corrupt_record"
+_LINE_BREAK = r"\r?\n"
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,36 @@ def split_lines(files: DataFrame) -> DataFrame:
     """
     exploded = files.select(
         "_source_file",
-        F.posexplode(F.split(F.col("value"), r"\r?\n")).alias("_line_no", "value"),
+        F.posexplode(F.split(F.col("value"), _LINE_BREAK)).alias("_line_no", "value"),
     )
-    return exploded.where(F.trim(F.col("value")) != "")
+    return exploded.where(_not_blank(F.col("value")))
+
+
+def _not_blank(line: Column) -> Column:
+    return F.trim(line) != ""
+
+
+def file_stats(files: DataFrame, entity: str) -> DataFrame:
+    """Whole landing files (``value``, ``_source_file``) -> one row: what parsing them gives.
+
+    Columns: ``files``, ``rows`` (the bronze rows :func:`parse_files` makes of them: every
+    non-blank line, the header line of a CSV file aside) and ``headers`` (the distinct CSV
+    headers, empty for JSON). Computed from the files alone, without parsing a record.
+    """
+    check_entity(entity)
+    lines = F.filter(F.split(F.col("value"), _LINE_BREAK), _not_blank)
+    count = F.size(lines)
+    if LANDING_FORMATS[entity] == "csv":
+        rows = F.sum(F.greatest(count - 1, F.lit(0)))
+        headers = F.collect_set(F.try_element_at(lines, F.lit(1)))
+    else:
+        rows = F.sum(count)
+        headers = F.array().cast("array<string>")
+    return files.agg(
+        F.count(F.lit(1)).alias("files"),
+        F.coalesce(rows, F.lit(0)).cast("long").alias("rows"),
+        headers.alias("headers"),
+    )
 
 
 def _all_null(columns: Sequence[Column]) -> Column:
@@ -185,8 +213,17 @@ def parse_csv_lines(lines: DataFrame, entity: str, headers: Sequence[str]) -> Da
     return result
 
 
-def parse_files(files: DataFrame, entity: str, ingested_at: datetime) -> DataFrame:
-    """Whole landing files (``value``, ``_source_file``) -> bronze rows of ``entity``."""
+def parse_files(
+    files: DataFrame,
+    entity: str,
+    ingested_at: datetime,
+    headers: Sequence[str] | None = None,
+) -> DataFrame:
+    """Whole landing files (``value``, ``_source_file``) -> bronze rows of ``entity``.
+
+    ``headers`` lists the distinct CSV headers of ``files`` when the caller knows them already
+    (see :func:`file_stats`); otherwise they are collected from ``files``.
+    """
     lines = split_lines(files)
     if LANDING_FORMATS[entity] == "csv":
         first = F.min("_line_no").over(Window.partitionBy("_source_file"))
@@ -197,8 +234,9 @@ def parse_files(files: DataFrame, entity: str, ingested_at: datetime) -> DataFra
         data = with_first.where(F.col("_line_no") != F.col("_first")).join(
             header_of, "_source_file"
         )
-        headers = sorted({r["_header"] for r in header_of.select("_header").distinct().collect()})
-        parsed = parse_csv_lines(data, entity, headers)
+        if headers is None:
+            headers = [r["_header"] for r in header_of.select("_header").distinct().collect()]
+        parsed = parse_csv_lines(data, entity, sorted(set(headers)))
     else:
         parsed = parse_json_lines(lines, entity)
     schema = bronze_schema(entity)
@@ -262,6 +300,19 @@ def run_available_now(
         raise RuntimeError(f"stream with checkpoint {checkpoint_dir} failed: {failure}")
 
 
+def _observed(observation: Observation) -> dict[str, int] | None:
+    """The metrics of ``observation`` once its action ran, or None when it did not run.
+
+    Spark completes an observation when the action that carries it finishes; a write Delta
+    skips (an idempotent write already committed) never runs its query, and
+    :attr:`Observation.get` would wait for ever.
+    """
+    jo = observation._jo
+    if jo is None or not jo.future().isCompleted():
+        return None
+    return {k: int(v) for k, v in observation.get.items()}
+
+
 # --- Ingest --------------------------------------------------------------------------------------
 
 
@@ -320,39 +371,48 @@ def ingest_entity(
     totals = {"files": 0, "rows": 0, "rescued": 0}
 
     def process(batch: DataFrame, batch_id: int) -> None:
-        batch = batch.persist()
-        try:
-            files = batch.select("_source_file").distinct().count()
-            if files == 0:
-                return
-            rows = parse_files(batch, entity, datetime.now(UTC)).persist()
-            stats = rows.agg(
-                F.count(F.lit(1)).alias("rows"), F.count("_rescued_data").alias("rescued")
-            ).first()
-            assert stats is not None
-            n_rows, n_rescued = int(stats["rows"]), int(stats["rescued"])
-            if n_rows:
-                (
-                    rows.write.format("delta")
-                    .mode("append")
-                    .option("txnAppId", stream_app_id(checkpoint_dir, table))
-                    .option("txnVersion", batch_id)
-                    .save(path)
+        # One pass over the files counts what they hold (and finds the CSV headers); a second
+        # parses and appends them, counting the rescued rows on the way.
+        stats = file_stats(batch, entity).first()
+        assert stats is not None
+        files, expected = int(stats["files"]), int(stats["rows"])
+        if files == 0:
+            return
+        n_rows = n_rescued = 0
+        if expected:
+            observed = Observation(f"{table}:{batch_id}")
+            rows = parse_files(batch, entity, datetime.now(UTC), headers=stats["headers"])
+            (
+                rows.observe(
+                    observed,
+                    F.count(F.lit(1)).alias("rows"),
+                    F.count("_rescued_data").alias("rescued"),
                 )
-            rows.unpersist()
-            totals["files"] += files
-            totals["rows"] += n_rows
-            totals["rescued"] += n_rescued
-            log.info(
-                "%s batch %d: %d file(s), %d row(s), %d rescued",
-                table,
-                batch_id,
-                files,
-                n_rows,
-                n_rescued,
+                .write.format("delta")
+                .mode("append")
+                .option("txnAppId", stream_app_id(checkpoint_dir, table))
+                .option("txnVersion", batch_id)
+                .save(path)
             )
-        finally:
-            batch.unpersist()
+            metrics = _observed(observed)
+            if metrics is None:
+                # Delta skipped the write: this batch was committed by an earlier attempt whose
+                # stream checkpoint did not record it. Its rows are in bronze already.
+                log.info("%s batch %d was appended by an earlier attempt", table, batch_id)
+                n_rows = expected
+            else:
+                n_rows, n_rescued = int(metrics["rows"]), int(metrics["rescued"])
+        totals["files"] += files
+        totals["rows"] += n_rows
+        totals["rescued"] += n_rescued
+        log.info(
+            "%s batch %d: %d file(s), %d row(s), %d rescued",
+            table,
+            batch_id,
+            files,
+            n_rows,
+            n_rescued,
+        )
 
     run_available_now(stream, checkpoint_dir, process)
     result = IngestResult(entity, totals["files"], totals["rows"], totals["rescued"])

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from lakehouse.schemas import RAW_FIELDS, SILVER_SCHEMAS
@@ -280,18 +280,68 @@ def _failing(exp: Expectation) -> Column:
     return ~F.coalesce(F.expr(exp.sql_condition).cast("boolean"), F.lit(False))
 
 
-def apply_expectations(
-    df: DataFrame, expectations: Sequence[Expectation], entity: str = ""
-) -> tuple[DataFrame, DataFrame, list[ExpectationCount]]:
-    """Split ``df`` by ``expectations`` into (passed, rejected, counts).
+#: Column of a flagged frame (:func:`flag_expectations`): the first drop rule the row broke.
+RULE_COLUMN = _RULE
+#: Column of a flagged frame (:func:`flag_expectations`): why the row was rejected.
+REASON_COLUMN = _REASON
 
-    ``passed`` has the columns of ``df``; ``rejected`` adds ``rule`` (the first drop rule the row
-    broke) and ``reason``. ``counts`` holds, per expectation in order, the rows it passed and
-    failed among those still present when it ran. Nothing is written; the counts take one
-    aggregation over ``df``.
+
+@dataclass(frozen=True)
+class FlaggedRows:
+    """Rows flagged by a list of expectations, ready to be counted and split in one pass each.
+
+    Attributes:
+        df: the input columns, then one boolean ``_exp_failed_<i>`` per expectation, then
+            :data:`RULE_COLUMN` (the first drop rule the row broke, or NULL) and
+            :data:`REASON_COLUMN`.
+        columns: the input columns, in order.
+        expectations: the expectations, in order.
+        aggregates: aggregate columns counting, per expectation, the rows it passed and failed
+            among those still present when it ran; feed them to one ``agg`` (with any other
+            aggregate of the caller) and read the result with :meth:`counts`.
+    """
+
+    df: DataFrame
+    columns: tuple[str, ...]
+    expectations: tuple[Expectation, ...]
+    aggregates: tuple[Column, ...]
+
+    @property
+    def passed(self) -> Column:
+        """True for the rows that no drop rule rejected."""
+        return F.col(_RULE).isNull()
+
+    def counts(self, row: Row) -> list[ExpectationCount]:
+        """The per-expectation counts out of a row holding :attr:`aggregates`."""
+        return [
+            ExpectationCount(
+                exp.name, exp.action, int(row[f"_exp_p{i}"] or 0), int(row[f"_exp_f{i}"] or 0)
+            )
+            for i, exp in enumerate(self.expectations)
+        ]
+
+    def passed_rows(self, df: DataFrame | None = None) -> DataFrame:
+        """The rows no drop rule rejected, with the input columns (of ``df`` if given: the
+        flagged frame itself or a persisted copy of it)."""
+        source = self.df if df is None else df
+        return source.where(self.passed).select(*[F.col(f"`{c}`") for c in self.columns])
+
+    def rejected_rows(self, df: DataFrame | None = None) -> DataFrame:
+        """The rejected rows: the input columns, ``rule`` and ``reason``."""
+        source = self.df if df is None else df
+        return source.where(~self.passed).select(
+            *[F.col(f"`{c}`") for c in self.columns],
+            F.col(_RULE).alias("rule"),
+            F.col(_REASON).alias("reason"),
+        )
+
+
+def flag_expectations(df: DataFrame, expectations: Sequence[Expectation]) -> FlaggedRows:
+    """Flag every row of ``df`` with the expectations it fails and the first drop rule it broke.
+
+    Nothing is computed: the result describes one pass over ``df``.
 
     Raises:
-        ExpectationFailed: a ``fail`` expectation failed for at least one row.
         ValueError: two expectations share a name, or a condition does not resolve.
     """
     names = [e.name for e in expectations]
@@ -321,22 +371,19 @@ def apply_expectations(
         if exp.action == "drop":
             rule_expr = F.when(F.col(flag), F.lit(exp.name)).otherwise(rule_expr)
             reason_expr = F.when(F.col(flag), F.lit(exp.reason)).otherwise(reason_expr)
-    flagged = flagged.withColumn(_RULE, rule_expr).withColumn(_REASON, reason_expr)
+    flagged = flagged.select("*", rule_expr.alias(_RULE), reason_expr.alias(_REASON))
 
-    aggs: list[Column] = []
+    aggregates: list[Column] = []
     for i, flag in enumerate(flags):
-        aggs.append(F.sum(F.when(present[i] & ~F.col(flag), 1).otherwise(0)).alias(f"p{i}"))
-        aggs.append(F.sum(F.when(present[i] & F.col(flag), 1).otherwise(0)).alias(f"f{i}"))
-    counts: list[ExpectationCount] = []
-    if expectations:
-        row = flagged.agg(*aggs).first()
-        assert row is not None
-        for i, exp in enumerate(expectations):
-            counts.append(
-                ExpectationCount(
-                    exp.name, exp.action, int(row[f"p{i}"] or 0), int(row[f"f{i}"] or 0)
-                )
-            )
+        aggregates.append(F.count_if(present[i] & ~F.col(flag)).alias(f"_exp_p{i}"))
+        aggregates.append(F.count_if(present[i] & F.col(flag)).alias(f"_exp_f{i}"))
+    return FlaggedRows(flagged, tuple(df.columns), tuple(expectations), tuple(aggregates))
+
+
+def check_counts(
+    counts: Sequence[ExpectationCount], expectations: Sequence[Expectation], entity: str = ""
+) -> None:
+    """Raise :class:`ExpectationFailed` for the first failed ``fail`` expectation; log the rest."""
     for exp, count in zip(expectations, counts, strict=True):
         if count.failed and exp.action == "fail":
             raise ExpectationFailed(exp.name, entity, count.failed, exp.sql_condition)
@@ -350,13 +397,29 @@ def apply_expectations(
                 count.failed,
             )
 
-    passed = flagged.where(F.col(_RULE).isNull()).select(*[F.col(f"`{c}`") for c in df.columns])
-    rejected = flagged.where(F.col(_RULE).isNotNull()).select(
-        *[F.col(f"`{c}`") for c in df.columns],
-        F.col(_RULE).alias("rule"),
-        F.col(_REASON).alias("reason"),
-    )
-    return passed, rejected, counts
+
+def apply_expectations(
+    df: DataFrame, expectations: Sequence[Expectation], entity: str = ""
+) -> tuple[DataFrame, DataFrame, list[ExpectationCount]]:
+    """Split ``df`` by ``expectations`` into (passed, rejected, counts).
+
+    ``passed`` has the columns of ``df``; ``rejected`` adds ``rule`` (the first drop rule the row
+    broke) and ``reason``. ``counts`` holds, per expectation in order, the rows it passed and
+    failed among those still present when it ran. Nothing is written; the counts take one
+    aggregation over ``df``.
+
+    Raises:
+        ExpectationFailed: a ``fail`` expectation failed for at least one row.
+        ValueError: two expectations share a name, or a condition does not resolve.
+    """
+    flagged = flag_expectations(df, expectations)
+    counts: list[ExpectationCount] = []
+    if expectations:
+        row = flagged.df.agg(*flagged.aggregates).first()
+        assert row is not None
+        counts = flagged.counts(row)
+    check_counts(counts, expectations, entity)
+    return flagged.passed_rows(), flagged.rejected_rows(), counts
 
 
 def _unresolved(df: DataFrame, expectations: Sequence[Expectation]) -> str:

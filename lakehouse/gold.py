@@ -21,12 +21,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DataType,
@@ -71,6 +74,9 @@ _AMOUNT_DECIMAL = DecimalType(24, 6)
 #: Key of the JSON object in a gold commit's ``userMetadata`` that lists the silver inputs.
 INPUTS_METADATA_KEY = "lakehouse_gold_inputs"
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+#: Held while a gold build sets the session's commit metadata (or commits without its own), so
+#: that gold tables built side by side never record another table's inputs.
+_SESSION_METADATA = threading.Lock()
 
 _EPOCH = dt.date(1970, 1, 1)
 _EPOCH_TS = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -496,41 +502,57 @@ def _write(
     table: GoldTable,
     df: DataFrame,
     versions: Mapping[str, int],
-) -> None:
+) -> int | None:
     """Write ``df`` into ``table``, recording ``versions`` in the commit.
 
     A new table is filled by one append; an existing one gets a MERGE of only the new or
-    changed rows, and no commit at all when there are none.
+    changed rows, and no commit at all when there are none. Returns the table's row count when
+    the write tells it (a new table: the rows appended), else None.
     """
     metadata = json.dumps({INPUTS_METADATA_KEY: dict(sorted(versions.items()))})
     empty = spark.createDataFrame([], table.schema)
-    created = create_if_missing(
-        spark, catalog, table.name, empty, table.comment, dict(table.column_comments)
-    )
-    if created:
-        df.write.format("delta").mode("append").option("userMetadata", metadata).save(
-            catalog.path(table.name)
+    with _SESSION_METADATA:  # not while another table's MERGE has the session's metadata set
+        created = create_if_missing(
+            spark, catalog, table.name, empty, table.comment, dict(table.column_comments)
         )
-        log.info("%s: created", table.name)
-        return
+    if created:
+        written = Observation(f"{table.name}:rows")
+        (
+            df.observe(written, F.count(F.lit(1)).alias("rows"))
+            .write.format("delta")
+            .mode("append")
+            .option("userMetadata", metadata)
+            .save(catalog.path(table.name))
+        )
+        rows = int(written.get["rows"])
+        log.info("%s: created, %d rows", table.name, rows)
+        return rows
     changes = _changed_rows(spark, catalog, table, df).persist()
     try:
         if changes.isEmpty():
             log.info("%s: no changed rows, nothing written", table.name)
-            return
+            return None
         values = [c for c in table.compared_columns if c not in table.keys]
         update_condition = "NOT (" + " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in values) + ")"
-        previous = spark.conf.get(_USER_METADATA_CONF, None)
-        spark.conf.set(_USER_METADATA_CONF, metadata)
-        try:
-            metrics = merge_upsert(
-                spark, catalog, table.name, changes, list(table.keys), update_condition
-            )
-        finally:
-            if previous is None:
-                spark.conf.unset(_USER_METADATA_CONF)
-            else:
-                spark.conf.set(_USER_METADATA_CONF, previous)
+        # A MERGE takes its commit's userMetadata from the session only.
+        with _SESSION_METADATA:
+            previous = spark.conf.get(_USER_METADATA_CONF, None)
+            spark.conf.set(_USER_METADATA_CONF, metadata)
+            try:
+                metrics = merge_upsert(
+                    spark,
+                    catalog,
+                    table.name,
+                    changes,
+                    list(table.keys),
+                    update_condition,
+                    read_history=False,
+                )
+            finally:
+                if previous is None:
+                    spark.conf.unset(_USER_METADATA_CONF)
+                else:
+                    spark.conf.set(_USER_METADATA_CONF, previous)
     finally:
         changes.unpersist()
     log.info(
@@ -539,10 +561,14 @@ def _write(
         metrics.get("numTargetRowsInserted", 0),
         metrics.get("numTargetRowsUpdated", 0),
     )
+    return None
 
 
 def build_gold(
-    spark: SparkSession, catalog: TableCatalog, created_at: dt.datetime | None = None
+    spark: SparkSession,
+    catalog: TableCatalog,
+    created_at: dt.datetime | None = None,
+    parallel: bool = False,
 ) -> dict[str, int]:
     """Build the gold feature tables and labels from silver, idempotently.
 
@@ -556,6 +582,7 @@ def build_gold(
         spark: the session.
         catalog: where silver is read and gold is written.
         created_at: the ``created_at`` of new and changed rows; defaults to now (UTC).
+        parallel: build the tables side by side, each on its own thread of the session.
 
     Returns:
         The row count of each gold table, by table name.
@@ -572,13 +599,39 @@ def build_gold(
             "build silver before gold"
         )
     versions = {name: catalog.version(spark, name) for name in needed}
-    counts: dict[str, int] = {}
-    for table in GOLD_TABLES:
-        wanted = {name: versions[name] for name in table.inputs}
-        if recorded_inputs(spark, catalog, table.name) == wanted:
-            log.info("%s: silver inputs unchanged %s, skipped", table.name, wanted)
-        else:
-            inputs = {name: catalog.read(spark, name, version=v) for name, v in wanted.items()}
-            _write(spark, catalog, table, _compute(table, inputs, created_at), wanted)
-        counts[table.name] = catalog.read(spark, table.name).count()
-    return counts
+
+    def build(table: GoldTable) -> int:
+        return build_gold_table(
+            spark, catalog, table, created_at, {name: versions[name] for name in table.inputs}
+        )
+
+    if parallel:
+        with ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="lakehouse-gold") as pool:
+            rows = list(pool.map(build, GOLD_TABLES))
+    else:
+        rows = [build(table) for table in GOLD_TABLES]
+    return {table.name: n for table, n in zip(GOLD_TABLES, rows, strict=True)}
+
+
+def build_gold_table(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    table: GoldTable,
+    created_at: dt.datetime,
+    versions: Mapping[str, int],
+) -> int:
+    """Build one gold table from its silver inputs at ``versions``; return its row count.
+
+    Skipped (nothing read or written) when ``versions`` are those recorded at its last build.
+    """
+    started = time.perf_counter()
+    rows: int | None = None
+    if recorded_inputs(spark, catalog, table.name) == versions:
+        log.info("%s: silver inputs unchanged %s, skipped", table.name, dict(versions))
+    else:
+        inputs = {name: catalog.read(spark, name, version=v) for name, v in versions.items()}
+        rows = _write(spark, catalog, table, _compute(table, inputs, created_at), versions)
+    if rows is None:
+        rows = catalog.read(spark, table.name).count()
+    log.info("%s: %d rows (%.1fs)", table.name, rows, time.perf_counter() - started)
+    return rows

@@ -3,6 +3,13 @@
 The three stages are also separate spark-submit jobs (``jobs/ingest_bronze.py``,
 ``jobs/build_silver.py``, ``jobs/build_gold.py``); :func:`run_pipeline` runs them in one process
 on one SparkSession, which is what ``lakehouse pipeline run`` and the demo do.
+
+The entities are independent until gold: each has its own landing folder, stream checkpoints,
+bronze and silver tables (the shared ``silver.quarantine`` and ``silver.expectation_results`` only
+receive appends). So the entities run side by side, each on its own thread of the one session:
+Spark runs the jobs of several queries at once, and while one entity waits on a commit or a
+checkpoint another keeps the cores busy. Within a run, an entity goes from bronze to silver as soon
+as its own ingest is done.
 """
 
 from __future__ import annotations
@@ -10,9 +17,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql import SparkSession
 
@@ -28,10 +36,17 @@ log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("bronze", "silver", "gold")
 
+T = TypeVar("T")
+
 
 @dataclass
 class StageTiming:
-    """How long one stage took, in seconds."""
+    """How long one stage took, in seconds.
+
+    When entities overlap (bronze of one entity while silver of another runs), a stage's time is
+    the wall time from the end of the previous stage (or the start) until its last entity
+    finished, so the timings of a run add up to its wall time.
+    """
 
     stage: str
     seconds: float
@@ -63,34 +78,68 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+def for_each_entity(
+    work: Callable[[str], T], entities: Sequence[str], parallel: bool = True
+) -> list[T]:
+    """``work(entity)`` for every entity, results in the order of ``entities``.
+
+    With ``parallel`` each entity runs on its own thread (sharing the session); every entity
+    is carried to its end even when another fails, then the first error, in the order of
+    ``entities``, is raised.
+    """
+    if not parallel or len(entities) < 2:
+        return [work(entity) for entity in entities]
+    with ThreadPoolExecutor(len(entities), thread_name_prefix="lakehouse") as pool:
+        futures = [pool.submit(work, entity) for entity in entities]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
+
+
+def _ingest(spark: SparkSession, settings: Settings, catalog: TableCatalog, entity: str) -> Any:
+    from lakehouse.bronze import ingest_entity
+
+    started = time.perf_counter()
+    result = ingest_entity(
+        spark, catalog, entity, settings.landing_dir, settings.checkpoints_dir / "bronze" / entity
+    )
+    log.info(
+        "[bronze] %-17s %3d new files, %8d rows (%.1fs)",
+        entity,
+        result.files,
+        result.rows,
+        time.perf_counter() - started,
+    )
+    return result
+
+
+def _build(
+    spark: SparkSession, settings: Settings, catalog: TableCatalog, run_id: str, entity: str
+) -> Any:
+    from lakehouse.silver import build_silver_entity
+
+    started = time.perf_counter()
+    result = build_silver_entity(
+        spark, catalog, entity, settings.checkpoints_dir / "silver" / entity, run_id
+    )
+    log.info("[silver] %-17s %s (%.1fs)", entity, result, time.perf_counter() - started)
+    return result
+
+
 def ingest_bronze(
     spark: SparkSession,
     settings: Settings,
     catalog: TableCatalog,
     entities: Sequence[str] = ENTITIES,
+    parallel: bool = True,
 ) -> list[Any]:
-    """Ingest new landing files of ``entities`` into bronze, each file exactly once."""
-    from lakehouse.bronze import ingest_entity
+    """Ingest new landing files of ``entities`` into bronze, each file exactly once.
 
-    results = []
-    for entity in entities:
-        started = time.perf_counter()
-        result = ingest_entity(
-            spark,
-            catalog,
-            entity,
-            settings.landing_dir,
-            settings.checkpoints_dir / "bronze" / entity,
-        )
-        log.info(
-            "[bronze] %-17s %3d new files, %8d rows (%.1fs)",
-            entity,
-            result.files,
-            result.rows,
-            time.perf_counter() - started,
-        )
-        results.append(result)
-    return results
+    The entities are ingested side by side unless ``parallel`` is False.
+    """
+    return for_each_entity(lambda e: _ingest(spark, settings, catalog, e), entities, parallel)
 
 
 def build_silver(
@@ -99,29 +148,61 @@ def build_silver(
     catalog: TableCatalog,
     run_id: str,
     entities: Sequence[str] = ENTITIES,
+    parallel: bool = True,
 ) -> list[Any]:
-    """Type, check, deduplicate and MERGE new bronze rows into silver."""
-    from lakehouse.silver import build_silver_entity
+    """Type, check, deduplicate and MERGE new bronze rows into silver.
 
-    results = []
-    for entity in entities:
-        started = time.perf_counter()
-        result = build_silver_entity(
-            spark, catalog, entity, settings.checkpoints_dir / "silver" / entity, run_id
-        )
-        log.info("[silver] %-17s %s (%.1fs)", entity, result, time.perf_counter() - started)
-        results.append(result)
-    return results
+    The entities are built side by side unless ``parallel`` is False.
+    """
+    from lakehouse.silver import ensure_shared_tables
+
+    ensure_shared_tables(spark, catalog)
+    return for_each_entity(
+        lambda e: _build(spark, settings, catalog, run_id, e), entities, parallel
+    )
 
 
-def build_gold(spark: SparkSession, catalog: TableCatalog) -> dict[str, int]:
-    """Rebuild the gold feature tables and labels when silver changed."""
+def build_gold(spark: SparkSession, catalog: TableCatalog, parallel: bool = True) -> dict[str, int]:
+    """Rebuild the gold feature tables and labels when silver changed.
+
+    The tables are built side by side unless ``parallel`` is False.
+    """
     from lakehouse.gold import build_gold as _build_gold
 
-    counts = _build_gold(spark, catalog)
+    counts = _build_gold(spark, catalog, parallel=parallel)
     for name, rows in counts.items():
         log.info("[gold]   %-40s %8d rows", name, rows)
     return counts
+
+
+def _bronze_and_silver(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    report: PipelineReport,
+    parallel: bool,
+) -> None:
+    """Each entity from landing to silver, the entities side by side; stage timings recorded."""
+    from lakehouse.silver import ensure_shared_tables
+
+    started = time.perf_counter()
+    ensure_shared_tables(spark, catalog)
+    bronze_done: dict[str, float] = {}
+
+    def chain(entity: str) -> tuple[Any, Any]:
+        ingested = _ingest(spark, settings, catalog, entity)
+        bronze_done[entity] = time.perf_counter()
+        return ingested, _build(spark, settings, catalog, report.run_id, entity)
+
+    try:
+        results = for_each_entity(chain, ENTITIES, parallel)
+    finally:
+        ended = time.perf_counter()
+        bronze_end = max(bronze_done.values(), default=ended)
+        report.timings.append(StageTiming("bronze", bronze_end - started))
+        report.timings.append(StageTiming("silver", ended - bronze_end))
+    report.bronze = [bronze for bronze, _ in results]
+    report.silver = [silver for _, silver in results]
 
 
 def run_pipeline(
@@ -130,25 +211,41 @@ def run_pipeline(
     catalog: TableCatalog,
     stages: Sequence[str] = STAGES,
     run_id: str | None = None,
+    parallel: bool = True,
 ) -> PipelineReport:
-    """Run the given stages in order on one session; return what each did and its timing."""
+    """Run the given stages in order on one session; return what each did and its timing.
+
+    With ``parallel`` (the default) the entities run side by side, and when both bronze and
+    silver run, each entity goes on to silver as soon as its own ingest is done.
+    """
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}: expected some of {list(STAGES)}")
     report = PipelineReport(run_id=run_id or new_run_id())
+    run_started = time.perf_counter()
+    chained = parallel and "bronze" in stages and "silver" in stages
+    if chained:
+        log.info("[bronze] [silver] starting")
+        _bronze_and_silver(spark, settings, catalog, report, parallel)
     for stage in STAGES:
-        if stage not in stages:
+        if stage not in stages or (chained and stage != "gold"):
             continue
         started = time.perf_counter()
         log.info("[%s] starting", stage)
         if stage == "bronze":
-            report.bronze = ingest_bronze(spark, settings, catalog)
+            report.bronze = ingest_bronze(spark, settings, catalog, parallel=parallel)
         elif stage == "silver":
-            report.silver = build_silver(spark, settings, catalog, report.run_id)
+            report.silver = build_silver(spark, settings, catalog, report.run_id, parallel=parallel)
         else:
-            report.gold = build_gold(spark, catalog)
+            report.gold = build_gold(spark, catalog, parallel)
         report.timings.append(StageTiming(stage, time.perf_counter() - started))
     register_all(spark, catalog)
+    log.info(
+        "pipeline %s: %s (%.1fs)",
+        report.run_id,
+        ", ".join(f"{t.stage} {t.seconds:.1f}s" for t in report.timings),
+        time.perf_counter() - run_started,
+    )
     return report
 
 

@@ -4,12 +4,14 @@
 source (its own checkpoint, ``trigger(availableNow=True)``); each micro-batch is
 
 1. typed (:func:`typed_columns`: bronze strings cast to :data:`lakehouse.schemas.SILVER_SCHEMAS`),
-2. checked (:func:`lakehouse.expectations.apply_expectations`): a ``fail`` rule stops here,
-   before anything is written, and the checkpoint does not advance;
+2. checked (:func:`lakehouse.expectations.flag_expectations`, the counts in one aggregation
+   over the batch): a ``fail`` rule stops here, before anything is written, and the checkpoint
+   does not advance;
 3. rejected rows appended to ``silver.quarantine`` with the rule and the raw bronze record;
 4. deduplicated on the business key (the latest by ``_ingested_at`` then ``_source_file``),
 5. MERGEd into ``silver.<entity>``: new keys inserted, a known key updated only when the incoming
-   row is newer and differs, so replaying rows changes nothing;
+   row is newer and differs, so replaying rows changes nothing (the first batch into a table
+   the build has just created is simply appended);
 6. the per-expectation counts, plus ``duplicates``, appended to ``silver.expectation_results``.
 
 Every bronze row ends up in exactly one place: ``bronze = silver + quarantined + duplicates``
@@ -36,8 +38,10 @@ from lakehouse.expectations import (
     MALFORMED_FLAG,
     Expectation,
     ExpectationCount,
-    apply_expectations,
+    FlaggedRows,
     builtin_expectations,
+    check_counts,
+    flag_expectations,
     malformed_condition,
 )
 from lakehouse.schemas import (
@@ -47,7 +51,7 @@ from lakehouse.schemas import (
     SILVER_SCHEMAS,
     bronze_schema,
 )
-from lakehouse.tables import create_if_missing, merge_upsert
+from lakehouse.tables import create_if_missing, has_commit, merge_upsert
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,7 @@ def typed_repayments(df: DataFrame) -> DataFrame:
 
 def prepare_batch(bronze: DataFrame, entity: str) -> DataFrame:
     """Bronze rows -> typed columns + ``_rescued_data``, the raw record (JSON) and a malformed
-    flag: what :func:`apply_expectations` and the quarantine need."""
+    flag: what :func:`lakehouse.expectations.flag_expectations` and the quarantine need."""
     raw_columns = [f.name for f in bronze_schema(entity).fields]
     return bronze.select(
         *typed_columns(entity),
@@ -179,14 +183,11 @@ class SilverResult:
         )
 
 
-def _ensure_tables(spark: SparkSession, catalog: TableCatalog, entity: str) -> None:
-    create_if_missing(
-        spark,
-        catalog,
-        silver_table(entity),
-        spark.createDataFrame([], SILVER_SCHEMAS[entity]),
-        comment=f"Typed, checked {entity}, one row per {', '.join(BUSINESS_KEYS[entity])}.",
-    )
+def ensure_shared_tables(spark: SparkSession, catalog: TableCatalog) -> None:
+    """Create (empty) and register ``silver.quarantine`` and ``silver.expectation_results``.
+
+    Every entity's build appends to both: create them before building entities concurrently.
+    """
     create_if_missing(
         spark,
         catalog,
@@ -203,6 +204,20 @@ def _ensure_tables(spark: SparkSession, catalog: TableCatalog, entity: str) -> N
     )
 
 
+def _ensure_tables(spark: SparkSession, catalog: TableCatalog, entity: str) -> bool:
+    """Create the tables a silver build of ``entity`` writes; True when ``silver.<entity>`` was
+    created by this call (so it is empty)."""
+    created = create_if_missing(
+        spark,
+        catalog,
+        silver_table(entity),
+        spark.createDataFrame([], SILVER_SCHEMAS[entity]),
+        comment=f"Typed, checked {entity}, one row per {', '.join(BUSINESS_KEYS[entity])}.",
+    )
+    ensure_shared_tables(spark, catalog)
+    return created
+
+
 def build_silver_entity(
     spark: SparkSession,
     catalog: TableCatalog,
@@ -217,6 +232,11 @@ def build_silver_entity(
     built-in ``malformed``, ``schema_drift`` and ``required_fields`` rules always apply. A re-run
     with no new bronze row writes nothing.
 
+    Each micro-batch is read once (kept in memory while it is processed): one aggregation gives
+    every count (expectations, distinct rows, distinct keys) before anything is written. The
+    first batch into a silver table this build has just created is appended, since there is
+    nothing to MERGE with; later batches are MERGEd.
+
     Raises:
         ExpectationFailed: a ``fail`` expectation failed; nothing of that batch was written and
             the next run processes it again.
@@ -227,7 +247,7 @@ def build_silver_entity(
     if not catalog.exists(spark, source_table):
         raise ValueError(f"{source_table} does not exist: ingest the landing files first")
     target = silver_table(entity)
-    _ensure_tables(spark, catalog, entity)
+    empty_target = _ensure_tables(spark, catalog, entity)
     first, last = builtin_expectations(entity)
     rules = [*first, *(EXPECTATIONS[entity] if expectations is None else expectations), *last]
     keys = list(BUSINESS_KEYS[entity])
@@ -237,32 +257,41 @@ def build_silver_entity(
     warnings: dict[str, int] = {}
 
     def process(batch: DataFrame, batch_id: int) -> None:
-        prepared = prepare_batch(batch, entity).persist()
+        flagged = flag_expectations(prepare_batch(batch, entity), rules)
+        # Only rejected rows need their raw record: passing rows do not carry it in memory.
+        raw_if_rejected = F.when(~flagged.passed, F.col(_RAW_RECORD))
+        rows = flagged.df.withColumn(_RAW_RECORD, raw_if_rejected).persist()
         try:
-            _process(prepared, batch_id)
+            _process(flagged, rows, batch_id)
         finally:
-            prepared.unpersist()
+            rows.unpersist()
 
-    def _process(prepared: DataFrame, batch_id: int) -> None:
+    def _process(flagged: FlaggedRows, rows: DataFrame, batch_id: int) -> None:
+        nonlocal empty_target
         now = datetime.now(UTC)
-        passed, rejected, counts = apply_expectations(prepared, rules, entity)
-        rows_read = (counts[0].passed + counts[0].failed) if counts else prepared.count()
+        passed = flagged.passed
+        stats = rows.agg(
+            F.count(F.lit(1)).alias("_rows"),
+            *flagged.aggregates,
+            F.count_distinct(F.when(passed, F.struct(*data_columns))).alias("_distinct_rows"),
+            F.count_distinct(F.when(passed, F.struct(*keys))).alias("_unique_keys"),
+        ).first()
+        assert stats is not None
+        rows_read = int(stats["_rows"])
         if rows_read == 0:
             return
+        counts = flagged.counts(stats)
+        check_counts(counts, rules, entity)  # a failed `fail` rule stops here: nothing written
         quarantined = sum(c.failed for c in counts if c.action == "drop")
-        passed_rows = rows_read - quarantined
-
-        passed = passed.select(*silver_columns).persist()
-        distinct_rows = passed.select(*data_columns).distinct().count() if passed_rows else 0
-        deduped = deduplicate(passed, entity)
-        unique_keys = deduped.count() if passed_rows else 0
-        exact = passed_rows - distinct_rows
+        distinct_rows, unique_keys = int(stats["_distinct_rows"]), int(stats["_unique_keys"])
+        exact = rows_read - quarantined - distinct_rows
         key_dups = distinct_rows - unique_keys
 
         app_id = stream_app_id(checkpoint_dir, target)
         if quarantined:
             (
-                rejected.select(
+                flagged.rejected_rows(rows)
+                .select(
                     F.lit(entity).alias("entity"),
                     F.col("rule"),
                     F.col("reason"),
@@ -280,12 +309,29 @@ def build_silver_entity(
             )
         inserted = updated = 0
         if unique_keys:
-            metrics = merge_upsert(
-                spark, catalog, target, deduped, keys, update_condition=_newer_and_different(entity)
-            )
-            inserted = metrics.get("numTargetRowsInserted", 0)
-            updated = metrics.get("numTargetRowsUpdated", 0)
-        passed.unpersist()
+            deduped = deduplicate(flagged.passed_rows(rows).select(*silver_columns), entity)
+            if empty_target:
+                (
+                    deduped.write.format("delta")
+                    .mode("append")
+                    .option("txnAppId", app_id)
+                    .option("txnVersion", batch_id)
+                    .save(catalog.path(target))
+                )
+                inserted = unique_keys
+            else:
+                metrics = merge_upsert(
+                    spark,
+                    catalog,
+                    target,
+                    deduped,
+                    keys,
+                    update_condition=_newer_and_different(entity),
+                    read_history=False,
+                )
+                inserted = metrics.get("numTargetRowsInserted", 0)
+                updated = metrics.get("numTargetRowsUpdated", 0)
+            empty_target = False
         # A row whose key silver already held is a duplicate, whether it updated it or not.
         key_dups += unique_keys - inserted
         duplicates = ExpectationCount(DUPLICATES, "drop", inserted, exact + key_dups)
@@ -314,7 +360,7 @@ def build_silver_entity(
             exact + key_dups,
         )
 
-    stream = spark.readStream.format("delta").load(catalog.path(source_table))
+    stream = _bronze_stream(spark, catalog, source_table)
     run_available_now(stream, checkpoint_dir, process)
     return SilverResult(
         entity,
@@ -326,6 +372,20 @@ def build_silver_entity(
         key_duplicates=totals.get("key_duplicates", 0),
         warnings=tuple(sorted(warnings.items())),
     )
+
+
+def _bronze_stream(spark: SparkSession, catalog: TableCatalog, name: str) -> DataFrame:
+    """A streaming read of the append-only bronze table ``name``.
+
+    A stream without a checkpoint yet starts from the table's first commit while the log still
+    holds it: for an append-only table its changes are exactly the table's rows, read from the
+    commit files, whereas the default start reconstructs and sorts the whole current snapshot
+    first. With a checkpoint, the checkpoint decides where the stream resumes either way.
+    """
+    reader = spark.readStream.format("delta")
+    if has_commit(spark, catalog, name, 0):
+        reader = reader.option("startingVersion", 0)
+    return reader.load(catalog.path(name))
 
 
 def _record(
@@ -424,6 +484,7 @@ __all__ = [
     "build_silver",
     "build_silver_entity",
     "deduplicate",
+    "ensure_shared_tables",
     "prepare_batch",
     "typed",
     "typed_columns",

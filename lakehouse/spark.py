@@ -47,8 +47,25 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.extraJavaOptions": "-Dderby.system.home=" + str(settings.home),
+        **delta_write_conf(),
     }
     return conf
+
+
+def delta_write_conf() -> dict[str, str]:
+    """How the platform writes Delta tables: session defaults every new table inherits.
+
+    * no optimized writes or auto compaction (small local tables; stated so that a cluster's
+      defaults cannot turn them on behind the platform's back);
+    * commits to one table serialized within the application, so the entities the pipeline
+      builds side by side append safely to the shared silver tables.
+    """
+    delta = "spark.databricks.delta."
+    return {
+        delta + "optimizeWrite.enabled": "false",
+        delta + "autoCompact.enabled": "false",
+        delta + "commitLock.enabled": "true",
+    }
 
 
 def _under_spark_submit() -> bool:

@@ -11,8 +11,23 @@ from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from lakehouse.catalog import TableCatalog, register_table
+from lakehouse.schemas import BUSINESS_KEYS, EVENT_TIME
+
+#: Columns Delta keeps min/max statistics on, in the tables that have them: the business keys,
+#: event times and feature-table keys of :mod:`lakehouse.schemas`, and the ingest time. These are
+#: what the platform's reads filter on (point-in-time joins, time ranges, keys); statistics on
+#: the other columns (free text, amounts, raw strings) would only make every write slower.
+STATS_COLUMNS: frozenset[str] = frozenset(
+    {
+        *(key for keys in BUSINESS_KEYS.values() for key in keys),
+        *EVENT_TIME.values(),
+        "event_timestamp",
+        "_ingested_at",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -56,10 +71,22 @@ def create_if_missing(
             builder = builder.comment(comment)
         if partition_by:
             builder = builder.partitionedBy(*partition_by)
+        for key, value in table_properties(df.schema).items():
+            builder = builder.property(key, value)
         builder.execute()
         created = True
     register_table(spark, catalog, name)
     return created
+
+
+def table_properties(schema: StructType) -> dict[str, str]:
+    """The Delta properties a new platform table with ``schema`` is created with.
+
+    ``delta.dataSkippingStatsColumns``: statistics only on the :data:`STATS_COLUMNS` the table
+    has (Delta rejects a listed column that a table lacks, so each table lists its own).
+    """
+    stats = [field.name for field in schema.fields if field.name in STATS_COLUMNS]
+    return {"delta.dataSkippingStatsColumns": ",".join(stats)} if stats else {}
 
 
 def overwrite(
@@ -85,11 +112,15 @@ def merge_upsert(
     keys: list[str],
     update_condition: str | None = None,
     insert_only: bool = False,
+    read_history: bool = True,
 ) -> dict[str, int]:
     """MERGE ``df`` into ``name`` on ``keys``: insert new keys, update changed ones.
 
     ``update_condition`` (SQL over ``t`` and ``s``) limits which matches are updated, so a
-    re-run of the same data changes nothing. Returns Delta's operation metrics.
+    re-run of the same data changes nothing. Returns Delta's operation metrics, read back from
+    the table's history; with ``read_history=False`` only the row counts the MERGE itself
+    returns (``numTargetRowsInserted``, ``numTargetRowsUpdated``, ``numTargetRowsDeleted``),
+    which saves reading the log again.
     """
     create_if_missing(spark, catalog, name, df)
     target = DeltaTable.forPath(spark, catalog.path(name))
@@ -97,8 +128,31 @@ def merge_upsert(
     merge = target.alias("t").merge(df.alias("s"), on)
     if not insert_only:
         merge = merge.whenMatchedUpdateAll(condition=update_condition)
-    merge.whenNotMatchedInsertAll().execute()
-    return last_operation_metrics(spark, catalog, name)
+    result = merge.whenNotMatchedInsertAll().execute()
+    if read_history:
+        return last_operation_metrics(spark, catalog, name)
+    row = result.first()
+    counts = row.asDict() if row else {}
+    return {
+        metric: int(counts.get(column) or 0)
+        for metric, column in (
+            ("numTargetRowsInserted", "num_inserted_rows"),
+            ("numTargetRowsUpdated", "num_updated_rows"),
+            ("numTargetRowsDeleted", "num_deleted_rows"),
+        )
+    }
+
+
+def has_commit(spark: SparkSession, catalog: TableCatalog, name: str, version: int) -> bool:
+    """Whether the log of ``name`` still holds the commit file of ``version``.
+
+    Asks the file system directly (no log replay); old commit files are removed by log cleanup.
+    """
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    commit = jvm.org.apache.hadoop.fs.Path(f"{catalog.path(name)}/_delta_log/{version:020d}.json")
+    fs = commit.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(commit))
 
 
 def last_operation_metrics(spark: SparkSession, catalog: TableCatalog, name: str) -> dict[str, int]:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import Row, SparkSession
+from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from lakehouse.bronze import IngestResult, ingest_all, ingest_entity
+from lakehouse.bronze import IngestResult, file_stats, ingest_all, ingest_entity
 from lakehouse.catalog import BRONZE_CUSTOMERS, BRONZE_TRANSACTIONS, TableCatalog
 from lakehouse.schemas import bronze_schema
 
@@ -230,6 +231,31 @@ def test_ingest_all_creates_every_table_even_without_files(
         "bronze.repayments_raw",
         "bronze.transactions_raw",
     ]
+
+
+FILES = StructType([StructField("value", StringType()), StructField("_source_file", StringType())])
+
+
+@pytest.mark.parametrize(
+    ("entity", "contents", "expected"),
+    [
+        ("customers", ["{}\n\n{}\r\n", "", "  \n{}"], (3, 3, [])),
+        (
+            "transactions",
+            [f"{TXN_HEADER}\nT1,C1\n\nT2,C1\n", TXN_HEADER, "", "\n  \na,b\nT3"],
+            (4, 3, sorted([TXN_HEADER, "a,b"])),
+        ),
+    ],
+)
+def test_file_stats_count_what_parsing_makes(
+    spark: SparkSession, entity: str, contents: list[str], expected: tuple[int, int, list[str]]
+) -> None:
+    files = spark.createDataFrame([(c, f"f{i}") for i, c in enumerate(contents)], FILES)
+
+    row = file_stats(files, entity).first()
+
+    assert row is not None
+    assert (row["files"], row["rows"], sorted(row["headers"])) == expected
 
 
 def test_unknown_entity_and_missing_landing_are_rejected(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pyspark.sql import Row, SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.expectations import (
@@ -12,6 +13,8 @@ from lakehouse.expectations import (
     ExpectationCount,
     ExpectationFailed,
     apply_expectations,
+    check_counts,
+    flag_expectations,
 )
 
 RULES = [
@@ -44,6 +47,31 @@ def test_warn_keeps_drop_rejects_and_counts_in_order(spark: SparkSession) -> Non
         ExpectationCount("known_channel", "warn", 2, 1),
         ExpectationCount("small_amount", "drop", 2, 1),
     ]
+
+
+def test_flagged_rows_count_in_the_callers_aggregation(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("T1", 10.0, "POS"), ("T2", -1.0, "POS"), ("T3", 5.0, "WEB"), ("T3", 5.0, "WEB")],
+        "id string, amount double, channel string",
+    )
+    flagged = flag_expectations(df, RULES)
+
+    row = flagged.df.agg(
+        *flagged.aggregates, F.count_distinct(F.when(flagged.passed, F.col("id"))).alias("ids")
+    ).first()
+
+    assert row is not None and row["ids"] == 2
+    assert flagged.counts(row) == [
+        ExpectationCount("positive_amount", "drop", 3, 1),
+        ExpectationCount("known_channel", "warn", 1, 2),
+        ExpectationCount("small_amount", "drop", 3, 0),
+    ]
+    rejected = flagged.rejected_rows().select("id", "rule")
+    assertDataFrameEqual(rejected, [Row("T2", "positive_amount")])
+    assert flagged.passed_rows().columns == ["id", "amount", "channel"]
+    fail = [Expectation("has_id", "id <> 'T2'", "fail")]
+    with pytest.raises(ExpectationFailed, match=r"'has_id'.*1 row"):
+        check_counts([ExpectationCount("has_id", "fail", 3, 1)], fail, "transactions")
 
 
 def test_null_result_counts_as_failed(spark: SparkSession) -> None:

@@ -31,7 +31,7 @@ from lakehouse.catalog import (
     register_all,
 )
 from lakehouse.datagen import GenerationReport, GeneratorConfig, generate
-from lakehouse.pipeline import PipelineReport, run_pipeline
+from lakehouse.pipeline import PipelineReport, for_each_entity, run_pipeline
 from lakehouse.settings import Settings
 from lakehouse.silver import accounting
 from tests.conftest import execute_notebook
@@ -140,6 +140,23 @@ def test_sql_names_and_time_travel(spark: SparkSession, world: World) -> None:
     assert 0 < old.first()["n"] < now
     outcomes = spark.sql(f"SELECT DISTINCT defaulted FROM {GOLD_LABELS}").collect()
     assert outcomes and {r["defaulted"] for r in outcomes} <= {0, 1}
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_entities_all_run_and_the_first_error_is_raised(parallel: bool) -> None:
+    done: list[str] = []
+
+    def work(entity: str) -> str:
+        done.append(entity)
+        if entity in ("b", "d"):
+            raise ValueError(f"bad {entity}")
+        return entity.upper()
+
+    assert for_each_entity(str.upper, ["a", "b", "c"], parallel) == ["A", "B", "C"]
+    with pytest.raises(ValueError, match="bad b"):
+        for_each_entity(work, ["a", "b", "c", "d"], parallel)
+    # In parallel every entity is carried to its end; in order, the first error stops the rest.
+    assert sorted(done) == (["a", "b", "c", "d"] if parallel else ["a", "b"])
 
 
 def _env(settings: Settings) -> dict[str, str]:
