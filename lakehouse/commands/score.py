@@ -102,7 +102,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="rows per Arrow batch handed to the model (spark.sql.execution.arrow."
-        "maxRecordsPerBatch; default: the session's)",
+        "maxRecordsPerBatch while scoring; default 50000)",
     )
     _add_common(parser)
 
