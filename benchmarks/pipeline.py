@@ -111,33 +111,39 @@ def one_scale(spark: SparkSession, base: Settings, customers: int, days: int) ->
 
 
 def write_times(df: DataFrame, out: Path, rounds: int = 5) -> tuple[float, float]:
-    """Median seconds to write ``df`` as Parquet and as a Delta table: (parquet, delta).
+    """Median seconds to write ``df`` as Parquet and into a Delta table: (parquet, delta).
 
-    Both start warm (one write of each first, not counted), then take turns for ``rounds``, the
-    one going first changing every round, so neither gains from its place on a busy machine.
-    Every write creates a new dataset at a new path: a Parquet folder, or a Delta table created
-    with the platform's table properties and then appended to, with the session's configuration
-    (the platform's).
+    Each timed write puts the rows of ``df`` into a new dataset: a new Parquet folder, or a new
+    Delta table created beforehand, untimed, as the platform creates its tables (schema and
+    :func:`~lakehouse.tables.table_properties`; a platform table is created once and then
+    written to many times), with the session's configuration (the platform's). Both start warm
+    (one write of each first, not counted), then take turns for ``rounds``, the one going first
+    changing every round, so neither gains from its place on a busy machine.
     """
-    paths = (out / f"{i}" for i in itertools.count())
+    paths = (str(out / f"{i}") for i in itertools.count())
+    spark = df.sparkSession
 
-    def delta() -> None:
-        # As the platform creates its tables (lakehouse.tables.create_if_missing), then appends.
-        path = str(next(paths))
-        builder = DeltaTable.create(df.sparkSession).location(path).addColumns(df.schema)
+    def new_delta_table() -> str:
+        path = next(paths)
+        builder = DeltaTable.create(spark).location(path).addColumns(df.schema)
         for key, value in table_properties(df.schema).items():
             builder = builder.property(key, value)
         builder.execute()
-        df.write.format("delta").mode("append").save(path)
+        return path
 
-    writers = {"parquet": lambda: df.write.parquet(str(next(paths))), "delta": delta}
-    for write in writers.values():
-        write()
-    times: dict[str, list[float]] = {name: [] for name in writers}
-    order = list(writers)
+    prepare = {"parquet": lambda: next(paths), "delta": new_delta_table}
+    write = {
+        "parquet": lambda path: df.write.parquet(path),
+        "delta": lambda path: df.write.format("delta").mode("append").save(path),
+    }
+    for name in write:
+        write[name](prepare[name]())
+    times: dict[str, list[float]] = {name: [] for name in write}
+    order = list(write)
     for _ in range(rounds):
         for name in order:
-            times[name].append(timed(writers[name])[1])
+            target = prepare[name]()
+            times[name].append(timed(lambda: write[name](target))[1])  # noqa: B023
         order.reverse()
     shutil.rmtree(out, ignore_errors=True)
     return statistics.median(times["parquet"]), statistics.median(times["delta"])

@@ -14,19 +14,17 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from lakehouse.catalog import TableCatalog, register_table
-from lakehouse.schemas import BUSINESS_KEYS, EVENT_TIME
+from lakehouse.schemas import EVENT_TIME
 
-#: Columns Delta keeps min/max statistics on, in the tables that have them: the business keys,
-#: event times and feature-table keys of :mod:`lakehouse.schemas`, and the ingest time. These are
-#: what the platform's reads filter on (point-in-time joins, time ranges, keys); statistics on
-#: the other columns (free text, amounts, raw strings) would only make every write slower.
+#: Columns Delta keeps min/max statistics on, in the tables that have them: the event times of
+#: :mod:`lakehouse.schemas`, the feature tables' ``event_timestamp``, the ingest time and the
+#: predictions' model version. Rows land roughly in time order, so a file's time range is narrow
+#: and a time filter (a point-in-time join's window, a scoring range, ``_ingested_at``) skips
+#: files. The business keys are left out on purpose: random identifiers give every file nearly
+#: the whole key range, so their statistics would skip nothing, and MERGE does not prune on its
+#: join keys; like the free text and amounts, they would only make every write slower.
 STATS_COLUMNS: frozenset[str] = frozenset(
-    {
-        *(key for keys in BUSINESS_KEYS.values() for key in keys),
-        *EVENT_TIME.values(),
-        "event_timestamp",
-        "_ingested_at",
-    }
+    {*EVENT_TIME.values(), "event_timestamp", "_ingested_at", "model_version"}
 )
 
 

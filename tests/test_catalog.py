@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from pyspark.sql import SparkSession
 
@@ -44,3 +46,36 @@ def test_time_travel_by_name(spark: SparkSession, catalog: TableCatalog) -> None
     assert spark.sql("SELECT count(*) n FROM silver.travel VERSION AS OF 0").first()["n"] == 2
     assert spark.sql("SELECT count(*) n FROM silver.travel").first()["n"] == 10
     assert catalog.version(spark, "silver.travel") == 1
+
+
+def test_each_table_keeps_statistics_on_its_own_time_columns(
+    spark: SparkSession, catalog: TableCatalog
+) -> None:
+    """A table lists only the statistics columns it has, so tables of any shape can be created."""
+    from lakehouse.tables import create_if_missing, overwrite
+
+    def properties(name: str) -> dict[str, str]:
+        rows = spark.sql(f"SHOW TBLPROPERTIES delta.`{catalog.path(name)}`").collect()
+        return {r["key"]: r["value"] for r in rows}
+
+    timed = spark.sql(
+        "SELECT 'T1' AS transaction_id, current_timestamp() AS transaction_ts, 1.0 AS x"
+    )
+    create_if_missing(spark, catalog, "silver.timed", timed)
+    assert properties("silver.timed")["delta.dataSkippingStatsColumns"] == "transaction_ts"
+
+    plain = spark.sql("SELECT 'a' AS customer_id, 2.0 AS score")
+    overwrite(spark, catalog, "gold.plain", plain)
+    assert "delta.dataSkippingStatsColumns" not in properties("gold.plain")
+    assert catalog.read(spark, "gold.plain").count() == 1
+
+    timed.write.format("delta").mode("append").save(catalog.path("silver.timed"))
+    (stats,) = [
+        json.loads(r["stats"])
+        for r in spark.read.json(f"{catalog.path('silver.timed')}/_delta_log/*.json")
+        .where("add IS NOT NULL")
+        .select("add.stats")
+        .collect()
+    ]
+    assert stats["numRecords"] == 1
+    assert set(stats["minValues"]) == {"transaction_ts"}
