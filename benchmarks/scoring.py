@@ -61,7 +61,6 @@ from lakehouse.scoring import (
     ModelCache,
     ResolvedModel,
     arrow_batch_rows,
-    delta_version,
     featured_applications,
     resolve_model,
     score_applications,
@@ -72,6 +71,7 @@ from lakehouse.scoring import (
 )
 from lakehouse.settings import Settings, load_settings
 from lakehouse.spark import get_spark, table_catalog
+from lakehouse.tables import delta_version
 
 NUMERIC = ["loan_amount", "term_months", "age", "annual_income", "credit_score", "txn_count_30d"]
 CATEGORICAL = ["purpose", "home_ownership"]

@@ -118,8 +118,8 @@ def source_frame(spark: SparkSession, source: SparkSource) -> DataFrame:
     return spark.read.format(source.file_format).load(source.path)
 
 
-def _quote(name: str) -> str:
-    """``name`` as a SQL identifier."""
+def quoted(name: str) -> str:
+    """``name`` as a Spark SQL identifier (backquoted, backquotes doubled)."""
     return "`" + name.replace("`", "``") + "`"
 
 
@@ -131,7 +131,7 @@ def _timestamp_sql(expression: str, kind: DataType) -> str:
 def _type_sql(kind: DataType) -> str:
     """A SQL type for ``kind`` (struct field names quoted)."""
     if isinstance(kind, StructType):
-        fields = ", ".join(f"{_quote(f.name)}: {_type_sql(f.dataType)}" for f in kind.fields)
+        fields = ", ".join(f"{quoted(f.name)}: {_type_sql(f.dataType)}" for f in kind.fields)
         return f"STRUCT<{fields}>"
     return kind.simpleString()
 
@@ -172,9 +172,9 @@ def point_in_time_join(
     payload_types: list[str] = []
     for view in views:
         types = {f.name: f.dataType for f in view.frame.schema.fields}
-        event = _timestamp_sql(_quote(view.timestamp_field), types[view.timestamp_field])
+        event = _timestamp_sql(quoted(view.timestamp_field), types[view.timestamp_field])
         fields = [f"{event} AS {_EVENT}"]
-        fields += [f"{_quote(source)} AS {_quote(name)}" for source, name in view.features]
+        fields += [f"{quoted(source)} AS {quoted(name)}" for source, name in view.features]
         payloads.append(f"struct({', '.join(fields)})")
         payload_type = StructType(
             [
@@ -188,11 +188,11 @@ def point_in_time_join(
 
     parts = [
         entity.selectExpr(
-            *[f"{_quote(c)} AS {key}" for c, key in zip(entity_keys, keys, strict=True)],
-            _timestamp_sql(_quote(timestamp_col), entity_types[timestamp_col]) + f" AS {_TIME}",
+            *[f"{quoted(c)} AS {key}" for c, key in zip(entity_keys, keys, strict=True)],
+            _timestamp_sql(quoted(timestamp_col), entity_types[timestamp_col]) + f" AS {_TIME}",
             f"{_ENTITY_ROW} AS {_ORDER}",
             f"CAST(NULL AS TIMESTAMP) AS {_CREATED}",
-            f"struct({', '.join(_quote(c) for c in entity.columns)}) AS {_ENTITY}",
+            f"struct({', '.join(quoted(c) for c in entity.columns)}) AS {_ENTITY}",
             *[f"CAST(NULL AS {kind}) AS {_VIEW.format(j)}" for j, kind in enumerate(payload_types)],
         )
     ]
@@ -203,13 +203,13 @@ def point_in_time_join(
         if view.created_timestamp_column:
             required.append(view.created_timestamp_column)
             created = _timestamp_sql(
-                _quote(view.created_timestamp_column), types[view.created_timestamp_column]
+                quoted(view.created_timestamp_column), types[view.created_timestamp_column]
             )
-        event = _timestamp_sql(_quote(view.timestamp_field), types[view.timestamp_field])
+        event = _timestamp_sql(quoted(view.timestamp_field), types[view.timestamp_field])
         parts.append(
-            view.frame.where(" AND ".join(f"{_quote(c)} IS NOT NULL" for c in required)).selectExpr(
+            view.frame.where(" AND ".join(f"{quoted(c)} IS NOT NULL" for c in required)).selectExpr(
                 *[
-                    f"{_quote(source)} AS {key}"
+                    f"{quoted(source)} AS {key}"
                     for (source, _), key in zip(view.join_keys, keys, strict=True)
                 ],
                 f"{event} AS {_TIME}",
@@ -239,16 +239,16 @@ def point_in_time_join(
         ],
     ).where(f"{_ORDER} = {_ENTITY_ROW}")
 
-    out = [f"{_ENTITY}.{_quote(c)} AS {_quote(c)}" for c in entity.columns]
+    out = [f"{_ENTITY}.{quoted(c)} AS {quoted(c)}" for c in entity.columns]
     for j, view in enumerate(views):
         payload = _VIEW.format(j)
         for _, name in view.features:
-            value = f"{payload}.{_quote(name)}"
+            value = f"{payload}.{quoted(name)}"
             if view.ttl_seconds:
                 oldest = f"{_TIME} - INTERVAL {int(view.ttl_seconds)} SECONDS"
                 value = f"CASE WHEN {payload}.{_EVENT} >= {oldest} THEN {value} END"
             label = f"{view.name}__{name}" if full_feature_names else name
-            out.append(f"{value} AS {_quote(label)}")
+            out.append(f"{value} AS {quoted(label)}")
     return latest.selectExpr(*out)
 
 
@@ -266,17 +266,17 @@ def latest_per_entity(
     time, then latest created time (rows without one last). Rows without a join key or event
     time are left out.
     """
-    order = [f"{_quote(timestamp_field)} DESC"]
+    order = [f"{quoted(timestamp_field)} DESC"]
     if created_timestamp_column:
-        order.append(f"{_quote(created_timestamp_column)} DESC")
+        order.append(f"{quoted(created_timestamp_column)} DESC")
     rank = "__latest_rank"
-    present = " AND ".join(f"{_quote(k)} IS NOT NULL" for k in join_keys)
+    present = " AND ".join(f"{quoted(k)} IS NOT NULL" for k in join_keys)
     numbered = (
         frame.where(present)
         .where(F.col(timestamp_field).between(F.lit(start), F.lit(end)))
         .selectExpr(
             "*",
-            f"row_number() OVER (PARTITION BY {', '.join(_quote(k) for k in join_keys)} "
+            f"row_number() OVER (PARTITION BY {', '.join(quoted(k) for k in join_keys)} "
             f"ORDER BY {', '.join(order)}) AS {rank}",
         )
     )

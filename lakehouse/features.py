@@ -44,10 +44,11 @@ from feast.table_format import DeltaFormat
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.catalog import GOLD_LABELS, TableCatalog
-from lakehouse.feast_offline import STORE_TYPE
+from lakehouse.feast_offline import STORE_TYPE, quoted
 from lakehouse.jars import jar_paths
 from lakehouse.settings import Settings
 from lakehouse.spark import spark_conf
+from lakehouse.tables import delta_version
 
 log = logging.getLogger(__name__)
 
@@ -308,27 +309,6 @@ def _naive_utc(series: pd.Series) -> pd.Series:
     return converted.dt.tz_convert("UTC").dt.tz_localize(None)
 
 
-def _table_version(spark: SparkSession, catalog: TableCatalog, name: str) -> int:
-    """The current Delta version of ``name``: :meth:`TableCatalog.version` without a Spark job.
-
-    Asks Delta's transaction log for its latest snapshot (a listing of ``_delta_log``) rather
-    than reading the table history into a DataFrame, which costs a Spark job per table.
-    """
-    from py4j.protocol import Py4JError
-
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    try:
-        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
-            spark._jsparkSession, catalog.path(name)
-        )
-        none = jvm.scala.Option.empty()
-        return int(delta_log.update(False, none, none).version())
-    except Py4JError:  # Delta's log API differs in this Delta release: read the history
-        log.debug("Delta log API unavailable; reading the history of %s", name)
-        return catalog.version(spark, name)
-
-
 def build_training_set(
     spark: SparkSession,
     settings: Settings,
@@ -364,12 +344,12 @@ def _training_set(
     feature_columns = service_feature_columns(store)
     if not catalog.exists(spark, GOLD_LABELS):
         raise FileNotFoundError(f"no table {GOLD_LABELS} at {catalog.path(GOLD_LABELS)}")
-    versions = {GOLD_LABELS: _table_version(spark, catalog, GOLD_LABELS)}
+    versions = {GOLD_LABELS: delta_version(spark, catalog, GOLD_LABELS)}
     for projection in service.feature_view_projections:
         source = store.get_feature_view(projection.name).batch_source
         table = source.tags.get(TABLE_TAG) if source is not None else None
         if table:
-            versions[table] = _table_version(spark, catalog, table)
+            versions[table] = delta_version(spark, catalog, table)
     if pinned is not None:
         unknown = sorted(set(pinned) - set(versions))
         if unknown:
@@ -608,7 +588,7 @@ class _ViewLayout:
             pairs.append((self.created, "created"))
         pairs += [(src, f"k{i}") for i, (src, _) in enumerate(self.keys)]
         pairs += [(src, f"f{i}") for i, (src, _) in enumerate(self.features)]
-        return ["`" + src.replace("`", "``") + f"` AS {self.column(pos)}" for src, pos in pairs]
+        return [f"{quoted(src)} AS {self.column(pos)}" for src, pos in pairs]
 
 
 def _write_sqlite_view(

@@ -34,7 +34,7 @@ concurrent tasks do not oversubscribe the cores.
 written. Re-running a batch, or replaying a micro-batch after a crash,
 inserts nothing twice; scoring with a new version adds that version's rows beside the old. The
 MERGE's metrics and the Delta versions recorded with each prediction are read from the Delta log
-files themselves, without a Spark job (:func:`delta_version`).
+files themselves, without a Spark job (:func:`lakehouse.tables.delta_version`).
 
 **Streaming source**: ``silver.loan_applications`` is read with ``skipChangeCommits``: commits
 that only add rows (new applications) are scored; a commit that rewrites existing rows (an
@@ -72,8 +72,10 @@ from lakehouse.catalog import (
     GOLD_PREDICTIONS,
     SILVER_LOAN_APPLICATIONS,
     TableCatalog,
+    register_table,
 )
 from lakehouse.settings import Settings
+from lakehouse.tables import create_if_missing, delta_version, merge_metrics, overwrite
 
 if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
@@ -375,80 +377,6 @@ class ModelCache:
         return len(self._udfs)
 
 
-# --- Delta log -------------------------------------------------------------------------------
-def table_exists(spark: SparkSession, catalog: TableCatalog, name: str) -> bool:
-    """Whether ``name`` has a Delta log, looked up on the file system at every call.
-
-    Unlike a cached Delta log, this sees a table that another process created after this one
-    first looked, which a long-running stream needs.
-    """
-    fs, log_dir, _ = _delta_log(spark, catalog, name)
-    return bool(fs.exists(log_dir))
-
-
-def _delta_log(spark: SparkSession, catalog: TableCatalog, name: str) -> tuple[Any, Any, Any]:
-    """The Hadoop file system and ``_delta_log`` folder of ``name``, and Hadoop's Path class."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    path_class = jvm.org.apache.hadoop.fs.Path
-    log_dir = path_class(f"{catalog.path(name)}/_delta_log")
-    return log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), log_dir, path_class
-
-
-def _read_text(spark: SparkSession, fs: Any, file: Any) -> str:
-    """The content of a small file (a Delta log entry) on a Hadoop file system."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    stream = fs.open(file)
-    try:
-        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-    finally:
-        stream.close()
-
-
-def delta_version(spark: SparkSession, catalog: TableCatalog, name: str, since: int = -1) -> int:
-    """The latest committed Delta version of ``name``; -1 when it has none or does not exist.
-
-    Read from the log folder without a Spark job (``DESCRIBE HISTORY`` runs one): the commit
-    files ``_delta_log/<version>.json`` are probed upwards from the last checkpoint recorded in
-    ``_last_checkpoint``, or from ``since`` (a version known to be committed) if that is later.
-    That is a few file-status calls, and it sees the commits of other processes at once.
-    """
-    fs, log_dir, path = _delta_log(spark, catalog, name)
-    version = since
-    marker = path(log_dir, "_last_checkpoint")
-    if fs.exists(marker):
-        try:
-            version = max(version, int(json.loads(_read_text(spark, fs, marker))["version"]))
-        except (ValueError, KeyError, TypeError):  # unreadable: let Delta read its own log
-            return catalog.version(spark, name)
-    while fs.exists(path(log_dir, f"{version + 1:020d}.json")):
-        version += 1
-    return version
-
-
-def _commit_info(spark: SparkSession, catalog: TableCatalog, name: str, version: int) -> Any:
-    """The ``commitInfo`` action of one commit of ``name`` (empty if it has none)."""
-    fs, log_dir, path = _delta_log(spark, catalog, name)
-    for line in _read_text(spark, fs, path(log_dir, f"{version:020d}.json")).splitlines():
-        action = json.loads(line) if line.strip() else {}
-        if "commitInfo" in action:
-            return action["commitInfo"]
-    return {}
-
-
-def _merge_metrics(
-    spark: SparkSession, catalog: TableCatalog, name: str, before: int, after: int
-) -> dict[str, int]:
-    """The ``operationMetrics`` (as integers) of the newest MERGE in ``before+1..after``."""
-    for version in range(after, before, -1):
-        info = _commit_info(spark, catalog, name, version)
-        if info.get("operation") == "MERGE":
-            metrics = info.get("operationMetrics") or {}
-            return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
-    return {}
-
-
 # --- Selection and features ------------------------------------------------------------------
 def _as_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
@@ -470,7 +398,7 @@ def select_applications(
     """
     if start is not None and end is not None and _as_utc(start) >= _as_utc(end):
         raise ValueError(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
-    if not table_exists(spark, catalog, SILVER_LOAN_APPLICATIONS):
+    if not catalog.exists(spark, SILVER_LOAN_APPLICATIONS):
         raise FileNotFoundError(
             f"no table {SILVER_LOAN_APPLICATIONS} at {catalog.path(SILVER_LOAN_APPLICATIONS)}: "
             "run the pipeline first"
@@ -714,9 +642,6 @@ def _merge_predictions(
     """
     from delta.tables import DeltaTable
 
-    from lakehouse.catalog import register_table
-    from lakehouse.tables import create_if_missing
-
     before = delta_version(spark, catalog, GOLD_PREDICTIONS)
     if before < 0:
         create_if_missing(
@@ -737,7 +662,7 @@ def _merge_predictions(
     if laps is not None:
         laps.lap("score and merge")
     after = delta_version(spark, catalog, GOLD_PREDICTIONS, since=before)
-    metrics = _merge_metrics(spark, catalog, GOLD_PREDICTIONS, before, after)
+    metrics = merge_metrics(spark, catalog, GOLD_PREDICTIONS, before, after)
     if laps is not None:
         laps.lap("metrics")
     return metrics
@@ -942,7 +867,7 @@ def start_scoring_stream(
         raise ValueError("give exactly one trigger: available_now=True or processing_time")
     if processing_time is not None and not processing_time.strip():
         raise ValueError("processing_time must be an interval such as '1 second'")
-    if not table_exists(spark, catalog, SILVER_LOAN_APPLICATIONS):
+    if not catalog.exists(spark, SILVER_LOAN_APPLICATIONS):
         raise FileNotFoundError(
             f"no table {SILVER_LOAN_APPLICATIONS} at {catalog.path(SILVER_LOAN_APPLICATIONS)}: "
             "run the pipeline first"
@@ -979,10 +904,8 @@ def prediction_outcomes(spark: SparkSession, catalog: TableCatalog) -> DataFrame
     come from ``gold.labels`` and are null while the outcome is not observed yet. The table is
     rewritten (one new Delta version) and registered; the rebuilt table is returned.
     """
-    from lakehouse.tables import overwrite
-
     for name in (GOLD_PREDICTIONS, GOLD_LABELS):
-        if not table_exists(spark, catalog, name):
+        if not catalog.exists(spark, name):
             raise FileNotFoundError(f"no table {name} at {catalog.path(name)}")
     predictions = catalog.read(spark, GOLD_PREDICTIONS).alias("p")
     labels = catalog.read(spark, GOLD_LABELS).select("application_id", "defaulted", "observed_at")

@@ -6,6 +6,7 @@ session or knows a path of its own.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,23 +142,89 @@ def merge_upsert(
     }
 
 
+def _log_dir(spark: SparkSession, catalog: TableCatalog, name: str) -> tuple[Any, Any, Any]:
+    """The Hadoop file system and ``_delta_log`` folder of ``name``, and Hadoop's Path class."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path_class = jvm.org.apache.hadoop.fs.Path
+    log_dir = path_class(f"{catalog.path(name)}/_delta_log")
+    return log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), log_dir, path_class
+
+
+def _read_text(spark: SparkSession, fs: Any, file: Any) -> str:
+    """The content of a small file (a Delta log entry) on a Hadoop file system."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    stream = fs.open(file)
+    try:
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
 def has_commit(spark: SparkSession, catalog: TableCatalog, name: str, version: int) -> bool:
     """Whether the log of ``name`` still holds the commit file of ``version``.
 
     Asks the file system directly (no log replay); old commit files are removed by log cleanup.
     """
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    commit = jvm.org.apache.hadoop.fs.Path(f"{catalog.path(name)}/_delta_log/{version:020d}.json")
-    fs = commit.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return bool(fs.exists(commit))
+    fs, log_dir, path = _log_dir(spark, catalog, name)
+    return bool(fs.exists(path(log_dir, f"{version:020d}.json")))
+
+
+def delta_version(spark: SparkSession, catalog: TableCatalog, name: str, since: int = -1) -> int:
+    """The latest committed Delta version of ``name``; -1 when it has none or does not exist.
+
+    Read from the log folder without a Spark job (``DESCRIBE HISTORY`` runs one): the commit
+    files ``_delta_log/<version>.json`` are probed upwards from the last checkpoint recorded in
+    ``_last_checkpoint``, or from ``since`` (a version known to be committed) if that is later.
+    That is a few file-status calls, and it sees the commits of other processes at once.
+    """
+    fs, log_dir, path = _log_dir(spark, catalog, name)
+    version = since
+    marker = path(log_dir, "_last_checkpoint")
+    if fs.exists(marker):
+        try:
+            version = max(version, int(json.loads(_read_text(spark, fs, marker))["version"]))
+        except (ValueError, KeyError, TypeError):  # unreadable: let Delta read its own log
+            return catalog.version(spark, name)
+    while fs.exists(path(log_dir, f"{version + 1:020d}.json")):
+        version += 1
+    return version
+
+
+def _commit_info(spark: SparkSession, catalog: TableCatalog, name: str, version: int) -> Any:
+    """The ``commitInfo`` action of one commit of ``name`` (empty if it has none)."""
+    fs, log_dir, path = _log_dir(spark, catalog, name)
+    for line in _read_text(spark, fs, path(log_dir, f"{version:020d}.json")).splitlines():
+        action = json.loads(line) if line.strip() else {}
+        if "commitInfo" in action:
+            return action["commitInfo"]
+    return {}
+
+
+def _int_metrics(metrics: dict[str, Any] | None) -> dict[str, int]:
+    """Delta's ``operationMetrics`` (strings) as integers; non-numeric entries left out."""
+    return {k: int(v) for k, v in (metrics or {}).items() if str(v).lstrip("-").isdigit()}
+
+
+def merge_metrics(
+    spark: SparkSession, catalog: TableCatalog, name: str, before: int, after: int
+) -> dict[str, int]:
+    """The ``operationMetrics`` of the newest MERGE in versions ``before+1..after``.
+
+    Read from the commit files (no Spark job); empty when none of them is a MERGE.
+    """
+    for version in range(after, before, -1):
+        info = _commit_info(spark, catalog, name, version)
+        if info.get("operation") == "MERGE":
+            return _int_metrics(info.get("operationMetrics"))
+    return {}
 
 
 def last_operation_metrics(spark: SparkSession, catalog: TableCatalog, name: str) -> dict[str, int]:
     """The ``operationMetrics`` of the latest commit of ``name``, as integers."""
     row = DeltaTable.forPath(spark, catalog.path(name)).history(1).first()
-    metrics: dict[str, Any] = (row["operationMetrics"] if row else None) or {}
-    return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
+    return _int_metrics(row["operationMetrics"] if row else None)
 
 
 def describe(spark: SparkSession, catalog: TableCatalog, name: str) -> TableInfo:

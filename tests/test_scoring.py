@@ -57,7 +57,6 @@ from lakehouse.scoring import (
     score_batch,
     select_applications,
     start_scoring_stream,
-    table_exists,
     write_predictions,
 )
 from lakehouse.settings import Settings
@@ -617,7 +616,7 @@ def version_counts(spark: SparkSession, catalog: TableCatalog) -> dict[int, int]
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
-    if not table_exists(spark, catalog, GOLD_PREDICTIONS):
+    if not catalog.exists(spark, GOLD_PREDICTIONS):
         return {}
     try:
         rows = catalog.read(spark, GOLD_PREDICTIONS).groupBy("model_version").count().collect()
