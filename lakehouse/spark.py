@@ -30,6 +30,12 @@ def spark_conf(settings: Settings) -> dict[str, str]:
 
     Delta's SQL extension and catalog, an in-memory session catalog (the tables are registered
     from the folder layout, see :mod:`lakehouse.catalog`) and defaults that suit a small machine.
+
+    Local paths (``file:``) go through Hadoop's raw local file system: no ``.crc`` sidecar
+    beside every file. Without Hadoop's native library each file Hadoop creates costs a forked
+    ``chmod``, and the sidecars doubled them; a Delta commit writes several small files (the
+    commit, its temporary copy), so this was most of what a small Delta append cost beyond the
+    same Parquet write. Object stores have no such sidecars either.
     """
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -47,6 +53,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
         "spark.driver.extraJavaOptions": "-Dderby.system.home=" + str(settings.home),
+        "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.RawLocalFs",
         **delta_write_conf(),
     }
     return conf
