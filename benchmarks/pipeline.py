@@ -110,7 +110,7 @@ def one_scale(spark: SparkSession, base: Settings, customers: int, days: int) ->
         shutil.rmtree(home, ignore_errors=True)
 
 
-def write_times(df: DataFrame, out: Path, rounds: int = 5) -> tuple[float, float]:
+def write_times(df: DataFrame, out: Path, rounds: int = 9) -> tuple[float, float]:
     """Median seconds to write ``df`` as Parquet and into a Delta table: (parquet, delta).
 
     Each timed write puts the rows of ``df`` into a new dataset: a new Parquet folder, or a new

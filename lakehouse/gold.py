@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -59,7 +58,7 @@ from lakehouse.schemas import (
     GOLD_LABELS_SCHEMA,
     TRANSACTION_WINDOWS,
 )
-from lakehouse.tables import create_if_missing, merge_upsert
+from lakehouse.tables import create_if_missing, delta_version, latest_user_metadata, merge_upsert
 
 log = logging.getLogger(__name__)
 
@@ -462,22 +461,16 @@ def _compute(
 def recorded_inputs(spark: SparkSession, catalog: TableCatalog, name: str) -> dict[str, int] | None:
     """The silver versions the gold table ``name`` was last built from, or None if unknown.
 
-    Read from the ``userMetadata`` of the latest commit of ``name`` that carries them.
+    Read from the ``userMetadata`` of the latest commit of ``name`` that carries them (from the
+    log files, :func:`lakehouse.tables.latest_user_metadata`).
     """
     if not catalog.exists(spark, name):
         return None
-    commits = (
-        DeltaTable.forPath(spark, catalog.path(name))
-        .history()
-        .where(F.col("userMetadata").contains(INPUTS_METADATA_KEY))
-        .orderBy(F.col("version").desc())
-        .select("userMetadata")
-        .first()
-    )
-    if commits is None:
+    metadata = latest_user_metadata(spark, catalog, name, INPUTS_METADATA_KEY)
+    if metadata is None:
         return None
     try:
-        inputs = json.loads(commits["userMetadata"])[INPUTS_METADATA_KEY]
+        inputs = json.loads(metadata)[INPUTS_METADATA_KEY]
         return {str(k): int(v) for k, v in inputs.items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("unreadable input versions in the history of %s; rebuilding", name)
@@ -598,7 +591,8 @@ def build_gold(
             f"silver table(s) {', '.join(missing)} not found under {catalog.root}: "
             "build silver before gold"
         )
-    versions = {name: catalog.version(spark, name) for name in needed}
+    # From the log files: no Spark job per input (DESCRIBE HISTORY runs one).
+    versions = {name: delta_version(spark, catalog, name) for name in needed}
 
     def build(table: GoldTable) -> int:
         return build_gold_table(

@@ -202,6 +202,25 @@ def _commit_info(spark: SparkSession, catalog: TableCatalog, name: str, version:
     return {}
 
 
+def latest_user_metadata(
+    spark: SparkSession, catalog: TableCatalog, name: str, containing: str
+) -> str | None:
+    """The ``userMetadata`` of the newest commit of ``name`` whose metadata contains
+    ``containing``; None when no commit still in the log has such metadata.
+
+    Read from the commit files, newest first, without a Spark job (``DESCRIBE HISTORY`` runs one
+    over every commit still in the log).
+    """
+    fs, log_dir, path = _log_dir(spark, catalog, name)
+    version = delta_version(spark, catalog, name)
+    while version >= 0 and fs.exists(path(log_dir, f"{version:020d}.json")):
+        metadata = _commit_info(spark, catalog, name, version).get("userMetadata")
+        if isinstance(metadata, str) and containing in metadata:
+            return metadata
+        version -= 1
+    return None
+
+
 def _int_metrics(metrics: dict[str, Any] | None) -> dict[str, int]:
     """Delta's ``operationMetrics`` (strings) as integers; non-numeric entries left out."""
     return {k: int(v) for k, v in (metrics or {}).items() if str(v).lstrip("-").isdigit()}

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -79,3 +80,33 @@ def test_each_table_keeps_statistics_on_its_own_time_columns(
     ]
     assert stats["numRecords"] == 1
     assert set(stats["minValues"]) == {"transaction_ts"}
+
+
+def test_latest_user_metadata_reads_the_newest_commit_that_carries_it(
+    spark: SparkSession, catalog: TableCatalog
+) -> None:
+    from lakehouse.tables import latest_user_metadata
+
+    path = catalog.path("gold.noted")
+    df = spark.range(3)
+    df.write.format("delta").save(path)
+    assert latest_user_metadata(spark, catalog, "gold.noted", "inputs") is None
+    for n in (1, 2):
+        df.write.format("delta").mode("append").option("userMetadata", f'{{"inputs": {n}}}').save(
+            path
+        )
+    df.write.format("delta").mode("append").save(path)  # a later commit without metadata
+    df.write.format("delta").mode("append").option("userMetadata", "other").save(path)
+    assert latest_user_metadata(spark, catalog, "gold.noted", "inputs") == '{"inputs": 2}'
+    assert latest_user_metadata(spark, catalog, "gold.missing", "inputs") is None
+
+
+def test_local_tables_have_no_checksum_sidecars(spark: SparkSession, catalog: TableCatalog) -> None:
+    """Local paths go through Hadoop's raw local file system: no ``.crc`` beside each file."""
+    path = catalog.path("silver.sidecars")
+    spark.range(5).write.format("delta").save(path)
+    spark.range(5).write.format("delta").mode("append").save(path)
+    assert spark.read.format("delta").load(path).count() == 10
+    files = [p.name for p in Path(path).rglob("*")]
+    assert any(name.endswith(".parquet") for name in files)
+    assert [name for name in files if name.endswith(".crc")] == []
