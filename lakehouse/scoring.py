@@ -736,6 +736,7 @@ def score_batch(
     The model (default ``models:/<model_name>@champion``) is resolved to a concrete version
     first. Without ``start``/``end`` every application this version has not scored yet is
     scored; with them, the applications with ``start <= applied_at < end`` not yet scored by it.
+    When there is none (a re-run), nothing else runs: no features, no model, no MERGE.
 
     Args:
         arrow_batch_size: rows per pandas batch handed to the model
@@ -749,7 +750,21 @@ def score_batch(
     model = resolve_model(settings, model_uri)
     log.info("scoring with %s (run %s)", model.uri, model.run_id)
     apps = select_applications(spark, catalog, start=start, end=end, unscored_by=model.version)
+    nothing_to_score = apps.isEmpty()
     laps.lap("resolve and select")
+    if nothing_to_score:
+        # A re-run: no features to read, no model to load into the Python workers, no MERGE.
+        report = ScoringReport(
+            model_name=model.name,
+            model_version=model.version,
+            run_id=model.run_id,
+            rows_scored=0,
+            rows_inserted=0,
+            feature_versions=feature_versions(spark, catalog),
+            scoring_mode="batch",
+        )
+        log.info("batch scoring with version %d: nothing to score", model.version)
+        return report
     report = _score_and_write(
         spark,
         settings,
