@@ -464,8 +464,6 @@ def recorded_inputs(spark: SparkSession, catalog: TableCatalog, name: str) -> di
     Read from the ``userMetadata`` of the latest commit of ``name`` that carries them (from the
     log files, :func:`lakehouse.tables.latest_user_metadata`).
     """
-    if not catalog.exists(spark, name):
-        return None
     metadata = latest_user_metadata(spark, catalog, name, INPUTS_METADATA_KEY)
     if metadata is None:
         return None
@@ -585,14 +583,14 @@ def build_gold(
     """
     created_at = created_at or dt.datetime.now(dt.UTC)
     needed = sorted({name for table in GOLD_TABLES for name in table.inputs})
-    missing = [name for name in needed if not catalog.exists(spark, name)]
+    # From the log files: no Spark job per input (DESCRIBE HISTORY runs one); -1: no table.
+    versions = {name: delta_version(spark, catalog, name) for name in needed}
+    missing = [name for name, version in versions.items() if version < 0]
     if missing:
         raise ValueError(
             f"silver table(s) {', '.join(missing)} not found under {catalog.root}: "
             "build silver before gold"
         )
-    # From the log files: no Spark job per input (DESCRIBE HISTORY runs one).
-    versions = {name: delta_version(spark, catalog, name) for name in needed}
 
     def build(table: GoldTable) -> int:
         return build_gold_table(
