@@ -2,8 +2,9 @@
 
 A Structured Streaming file source watches ``landing/<entity>/``; ``trigger(availableNow=True)``
 processes every file not yet recorded in the stream's checkpoint, then stops. Each micro-batch is
-appended to ``bronze.<entity>_raw`` with Delta's idempotent-write options, so a batch replayed
-after a crash is not written twice.
+appended to ``bronze.<entity>_raw`` exactly once (:func:`lakehouse.tables.append_batch`: the
+commit carries the stream's id and the batch id), so a batch replayed after a crash is not
+written twice.
 
 Every contract field is kept as a string (:func:`lakehouse.schemas.bronze_schema`) and nothing
 is ever dropped: a line that does not parse becomes a row with null fields and the whole line in
@@ -28,7 +29,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import ENTITIES, TableCatalog
 from lakehouse.schemas import LANDING_FORMATS, RAW_FIELDS, bronze_schema
-from lakehouse.tables import create_if_missing
+from lakehouse.tables import append_batch, create_if_missing
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def parse_files(
 
 
 def stream_app_id(checkpoint_dir: Path | str, table: str) -> str:
-    """A writer id for Delta's idempotent writes (``txnAppId``): the stream's persistent id.
+    """The writer id of a stream's appends to ``table``: the stream's persistent id.
 
     The id is read from the checkpoint's ``metadata`` file, so it survives restarts and changes
     when the checkpoint is reset; for a non-local checkpoint it falls back to the path.
@@ -260,6 +261,31 @@ def stream_app_id(checkpoint_dir: Path | str, table: str) -> str:
     except (OSError, ValueError, KeyError, IndexError):
         query_id = str(checkpoint_dir)
     return f"{table}:{query_id}"
+
+
+def pending_batch(spark: SparkSession, checkpoint_dir: Path | str) -> int | None:
+    """The micro-batch the stream at ``checkpoint_dir`` started and did not finish when it last
+    stopped; None when it finished every batch it started (or never ran).
+
+    Structured Streaming records a batch's offsets (``offsets/<id>``) before running it and its
+    completion (``commits/<id>``) after; on restart it runs a started, unfinished batch again,
+    with the same id. Call this before starting the stream: during a run the batch in progress
+    looks the same.
+    """
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def newest(folder: str) -> int:
+        path = jvm.org.apache.hadoop.fs.Path(f"{str(checkpoint_dir).rstrip('/')}/{folder}")
+        fs = path.getFileSystem(conf)
+        if not fs.exists(path):
+            return -1
+        names = (status.getPath().getName() for status in fs.listStatus(path))
+        return max((int(name) for name in names if name.isdigit()), default=-1)
+
+    started = newest("offsets")
+    return started if started > newest("commits") else None
 
 
 def run_available_now(
@@ -298,19 +324,6 @@ def run_available_now(
         if errors:
             raise errors[0]
         raise RuntimeError(f"stream with checkpoint {checkpoint_dir} failed: {failure}")
-
-
-def _observed(observation: Observation) -> dict[str, int] | None:
-    """The metrics of ``observation`` once its action ran, or None when it did not run.
-
-    Spark completes an observation when the action that carries it finishes; a write Delta
-    skips (an idempotent write already committed) never runs its query, and
-    :attr:`Observation.get` would wait for ever.
-    """
-    jo = observation._jo
-    if jo is None or not jo.future().isCompleted():
-        return None
-    return {k: int(v) for k, v in observation.get.items()}
 
 
 # --- Ingest --------------------------------------------------------------------------------------
@@ -367,7 +380,7 @@ def ingest_entity(
         .load(source)
         .select("value", F.col("_metadata.file_path").alias("_source_file"))
     )
-    path = catalog.path(table)
+    replayed = pending_batch(spark, checkpoint_dir)
     totals = {"files": 0, "rows": 0, "rescued": 0}
 
     def process(batch: DataFrame, batch_id: int) -> None:
@@ -382,26 +395,20 @@ def ingest_entity(
         if expected:
             observed = Observation(f"{table}:{batch_id}")
             rows = parse_files(batch, entity, datetime.now(UTC), headers=stats["headers"])
-            (
-                rows.observe(
-                    observed,
-                    F.count(F.lit(1)).alias("rows"),
-                    F.count("_rescued_data").alias("rescued"),
-                )
-                .write.format("delta")
-                .mode("append")
-                .option("txnAppId", stream_app_id(checkpoint_dir, table))
-                .option("txnVersion", batch_id)
-                .save(path)
+            counted = rows.observe(
+                observed,
+                F.count(F.lit(1)).alias("rows"),
+                F.count("_rescued_data").alias("rescued"),
             )
-            metrics = _observed(observed)
-            if metrics is None:
-                # Delta skipped the write: this batch was committed by an earlier attempt whose
-                # stream checkpoint did not record it. Its rows are in bronze already.
+            writer = stream_app_id(checkpoint_dir, table)
+            if append_batch(counted, catalog, table, writer, batch_id, replayed):
+                metrics = observed.get
+                n_rows, n_rescued = int(metrics["rows"]), int(metrics["rescued"])
+            else:
+                # An earlier attempt appended this batch, and stopped before the stream's
+                # checkpoint recorded it. Its rows are in bronze already.
                 log.info("%s batch %d was appended by an earlier attempt", table, batch_id)
                 n_rows = expected
-            else:
-                n_rows, n_rescued = int(metrics["rows"]), int(metrics["rescued"])
         totals["files"] += files
         totals["rows"] += n_rows
         totals["rescued"] += n_rescued

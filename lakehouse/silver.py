@@ -30,7 +30,13 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, IntegerType, StringType
 
-from lakehouse.bronze import bronze_table, check_entity, run_available_now, stream_app_id
+from lakehouse.bronze import (
+    bronze_table,
+    check_entity,
+    pending_batch,
+    run_available_now,
+    stream_app_id,
+)
 from lakehouse.catalog import ENTITIES, SILVER_EXPECTATIONS, SILVER_QUARANTINE, TableCatalog
 from lakehouse.expectations import (
     DUPLICATES,
@@ -51,7 +57,7 @@ from lakehouse.schemas import (
     SILVER_SCHEMAS,
     bronze_schema,
 )
-from lakehouse.tables import create_if_missing, has_commit, merge_upsert
+from lakehouse.tables import append_batch, create_if_missing, has_commit, merge_upsert
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +254,7 @@ def build_silver_entity(
         raise ValueError(f"{source_table} does not exist: ingest the landing files first")
     target = silver_table(entity)
     empty_target = _ensure_tables(spark, catalog, entity)
+    replayed = pending_batch(spark, checkpoint_dir)  # a batch an earlier run did not finish
     first, last = builtin_expectations(entity)
     rules = [*first, *(EXPECTATIONS[entity] if expectations is None else expectations), *last]
     keys = list(BUSINESS_KEYS[entity])
@@ -289,9 +296,8 @@ def build_silver_entity(
 
         app_id = stream_app_id(checkpoint_dir, target)
         if quarantined:
-            (
-                flagged.rejected_rows(rows)
-                .select(
+            append_batch(
+                flagged.rejected_rows(rows).select(
                     F.lit(entity).alias("entity"),
                     F.col("rule"),
                     F.col("reason"),
@@ -300,24 +306,18 @@ def build_silver_entity(
                     F.col("_ingested_at"),
                     F.lit(now).cast("timestamp").alias("quarantined_at"),
                     F.lit(run_id).alias("run_id"),
-                )
-                .write.format("delta")
-                .mode("append")
-                .option("txnAppId", f"{app_id}:quarantine")
-                .option("txnVersion", batch_id)
-                .save(catalog.path(SILVER_QUARANTINE))
+                ),
+                catalog,
+                SILVER_QUARANTINE,
+                f"{app_id}:quarantine",
+                batch_id,
+                replayed,
             )
         inserted = updated = 0
         if unique_keys:
             deduped = deduplicate(flagged.passed_rows(rows).select(*silver_columns), entity)
             if empty_target:
-                (
-                    deduped.write.format("delta")
-                    .mode("append")
-                    .option("txnAppId", app_id)
-                    .option("txnVersion", batch_id)
-                    .save(catalog.path(target))
-                )
+                append_batch(deduped, catalog, target, app_id, batch_id, replayed)
                 inserted = unique_keys
             else:
                 metrics = merge_upsert(
@@ -335,7 +335,17 @@ def build_silver_entity(
         # A row whose key silver already held is a duplicate, whether it updated it or not.
         key_dups += unique_keys - inserted
         duplicates = ExpectationCount(DUPLICATES, "drop", inserted, exact + key_dups)
-        _record(spark, catalog, run_id, entity, [*counts, duplicates], now, app_id, batch_id)
+        _record(
+            spark,
+            catalog,
+            run_id,
+            entity,
+            [*counts, duplicates],
+            now,
+            app_id,
+            batch_id,
+            replayed,
+        )
 
         for name, value in (
             ("rows_read", rows_read),
@@ -397,18 +407,19 @@ def _record(
     evaluated_at: datetime,
     app_id: str,
     batch_id: int,
+    replayed: int | None,
 ) -> None:
     rows = [
         (run_id, entity, c.name, c.action, int(c.passed), int(c.failed), evaluated_at)
         for c in counts
     ]
-    (
-        spark.createDataFrame(rows, EXPECTATION_RESULTS_SCHEMA)
-        .write.format("delta")
-        .mode("append")
-        .option("txnAppId", f"{app_id}:expectations")
-        .option("txnVersion", batch_id)
-        .save(catalog.path(SILVER_EXPECTATIONS))
+    append_batch(
+        spark.createDataFrame(rows, EXPECTATION_RESULTS_SCHEMA),
+        catalog,
+        SILVER_EXPECTATIONS,
+        f"{app_id}:expectations",
+        batch_id,
+        replayed,
     )
 
 

@@ -7,6 +7,7 @@ session or knows a path of its own.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,11 +203,11 @@ def _commit_info(spark: SparkSession, catalog: TableCatalog, name: str, version:
     return {}
 
 
-def latest_user_metadata(
-    spark: SparkSession, catalog: TableCatalog, name: str, containing: str
+def _newest_user_metadata(
+    spark: SparkSession, catalog: TableCatalog, name: str, accept: Callable[[str], bool]
 ) -> str | None:
-    """The ``userMetadata`` of the newest commit of ``name`` whose metadata contains
-    ``containing``; None when no commit still in the log has such metadata.
+    """The ``userMetadata`` of the newest commit of ``name`` for which ``accept`` is true; None
+    when no commit still in the log has such metadata (or the table does not exist).
 
     Read from the commit files, newest first, without a Spark job (``DESCRIBE HISTORY`` runs one
     over every commit still in the log).
@@ -215,10 +216,94 @@ def latest_user_metadata(
     version = delta_version(spark, catalog, name)
     while version >= 0 and fs.exists(path(log_dir, f"{version:020d}.json")):
         metadata = _commit_info(spark, catalog, name, version).get("userMetadata")
-        if isinstance(metadata, str) and containing in metadata:
+        if isinstance(metadata, str) and accept(metadata):
             return metadata
         version -= 1
     return None
+
+
+def latest_user_metadata(
+    spark: SparkSession, catalog: TableCatalog, name: str, containing: str
+) -> str | None:
+    """The ``userMetadata`` of the newest commit of ``name`` whose metadata contains
+    ``containing``; None when no commit still in the log has such metadata.
+
+    Read from the commit files, newest first, without a Spark job.
+    """
+    return _newest_user_metadata(spark, catalog, name, lambda metadata: containing in metadata)
+
+
+# --- Exactly-once appends of stream micro-batches ----------------------------------------------
+
+#: The ``userMetadata`` key that marks a commit as one micro-batch of one writer.
+BATCH_KEY = "lakehouse.batch"
+
+
+def batch_metadata(writer: str, batch_id: int) -> str:
+    """The ``userMetadata`` of the commit that appends micro-batch ``batch_id`` of ``writer``."""
+    return json.dumps({BATCH_KEY: {"writer": writer, "batch": batch_id}}, sort_keys=True)
+
+
+def _batch_mark(metadata: str) -> dict[str, Any] | None:
+    try:
+        mark = json.loads(metadata).get(BATCH_KEY)
+    except (ValueError, AttributeError):
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+def committed_batch(spark: SparkSession, catalog: TableCatalog, name: str, writer: str) -> int:
+    """The newest micro-batch of ``writer`` committed to ``name``; -1 when the log holds none.
+
+    Read from the commit files, newest first, down to the newest commit that carries
+    ``writer``'s mark (:func:`batch_metadata`), so up to the whole log when ``writer`` never
+    committed; :func:`append_batch` asks only for a batch that is being replayed.
+    """
+
+    def mine(metadata: str) -> bool:
+        mark = _batch_mark(metadata) if BATCH_KEY in metadata else None
+        return mark is not None and mark.get("writer") == writer
+
+    found = _newest_user_metadata(spark, catalog, name, mine)
+    mark = _batch_mark(found) if found is not None else None
+    return int(mark["batch"]) if mark is not None else -1
+
+
+def append_batch(
+    df: DataFrame,
+    catalog: TableCatalog,
+    name: str,
+    writer: str,
+    batch_id: int,
+    replayed: int | None,
+) -> bool:
+    """Append micro-batch ``batch_id`` of ``writer`` (a stream's ``foreachBatch``) to ``name``,
+    exactly once; False when an earlier attempt had committed it already, so nothing was written.
+
+    Each append marks its commit with ``writer`` and ``batch_id`` (:func:`batch_metadata`).
+    ``replayed`` is the batch the stream left started but not committed when it last stopped
+    (:func:`lakehouse.bronze.pending_batch`): the one batch whose rows an earlier attempt may
+    have appended, and the only one that looks for its mark in the log. Every other batch is
+    appended straight away.
+
+    This does what Delta's idempotent-write options (``txnAppId``, ``txnVersion``) do for one
+    writer per stream checkpoint, which is what Structured Streaming allows, without their
+    price: Delta answers ``txnVersion`` from the table's fully reconstructed state, four Spark
+    jobs over the whole log before every append, which measured 0.9 s per append against 0.3 s
+    for the append itself. The marks live in the commit files, so a replay must come within the
+    log's retention (``delta.logRetentionDuration``, 30 days by default) of the attempt it
+    repeats.
+    """
+    spark = df.sparkSession
+    if batch_id == replayed and committed_batch(spark, catalog, name, writer) >= batch_id:
+        return False
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("userMetadata", batch_metadata(writer, batch_id))
+        .save(catalog.path(name))
+    )
+    return True
 
 
 def _int_metrics(metrics: dict[str, Any] | None) -> dict[str, int]:

@@ -10,7 +10,7 @@ from pyspark.sql import Row, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from lakehouse.bronze import IngestResult, file_stats, ingest_all, ingest_entity
+from lakehouse.bronze import IngestResult, file_stats, ingest_all, ingest_entity, pending_batch
 from lakehouse.catalog import BRONZE_CUSTOMERS, BRONZE_TRANSACTIONS, TableCatalog
 from lakehouse.schemas import bronze_schema
 
@@ -92,6 +92,32 @@ def test_ingest_is_incremental_and_exactly_once(
             Row("C3", "52000.5", "4", "701", source(second)),
         ],
     )
+
+
+def test_batch_appended_before_a_crash_is_not_appended_again(
+    spark: SparkSession, catalog: TableCatalog, landing: Path, tmp_path: Path
+) -> None:
+    """The process dies after the Delta commit of a batch, before the stream's checkpoint
+    records the batch: the next run replays it and appends nothing."""
+    checkpoint = tmp_path / "chk" / "customers"
+    land(landing, "customers", "2026-01-05", [customer("C1"), customer("C2")])
+    ingest_entity(spark, catalog, "customers", landing, checkpoint)
+    version = catalog.version(spark, BRONZE_CUSTOMERS)
+    assert pending_batch(spark, checkpoint) is None
+    (checkpoint / "commits" / "0").unlink()  # the crash: batch 0 started, never finished
+    assert pending_batch(spark, checkpoint) == 0
+
+    replay = ingest_entity(spark, catalog, "customers", landing, checkpoint)
+
+    assert replay == IngestResult("customers", files=1, rows=2, rescued_rows=0)
+    assert catalog.version(spark, BRONZE_CUSTOMERS) == version
+    assert catalog.read(spark, BRONZE_CUSTOMERS).count() == 2
+    assert pending_batch(spark, checkpoint) is None
+
+    # The next batch, a first attempt, is appended as usual.
+    land(landing, "customers", "2026-01-06", [customer("C3", "2026-01-06T08:00:00Z")])
+    assert ingest_entity(spark, catalog, "customers", landing, checkpoint).rows == 1
+    assert catalog.read(spark, BRONZE_CUSTOMERS).count() == 3
 
 
 def test_malformed_json_line_is_kept_with_rescued_data(

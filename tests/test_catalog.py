@@ -101,6 +101,36 @@ def test_latest_user_metadata_reads_the_newest_commit_that_carries_it(
     assert latest_user_metadata(spark, catalog, "gold.missing", "inputs") is None
 
 
+def test_append_batch_writes_each_batch_of_a_writer_once(
+    spark: SparkSession, catalog: TableCatalog
+) -> None:
+    from lakehouse.tables import append_batch, committed_batch, delta_version
+
+    name = "silver.batches"
+    df = spark.range(2)
+    df.write.format("delta").save(catalog.path(name))
+    assert committed_batch(spark, catalog, name, "a") == -1
+
+    assert append_batch(df, catalog, name, "a", 0, replayed=None)
+    assert append_batch(df, catalog, name, "b", 0, replayed=None)  # another writer, own batches
+    assert append_batch(df, catalog, name, "a", 1, replayed=None)
+    df.write.format("delta").mode("append").save(catalog.path(name))  # a commit of nobody's
+    assert committed_batch(spark, catalog, name, "a") == 1
+    assert committed_batch(spark, catalog, name, "b") == 0
+    assert committed_batch(spark, catalog, name, "c") == -1
+
+    version = delta_version(spark, catalog, name)
+    # Replays of batches "a" committed already: nothing written.
+    assert not append_batch(df, catalog, name, "a", 1, replayed=1)
+    assert not append_batch(df, catalog, name, "a", 0, replayed=0)
+    assert delta_version(spark, catalog, name) == version
+    # A replayed batch that had not been committed is written, and so is every new batch.
+    assert append_batch(df, catalog, name, "b", 1, replayed=1)
+    assert append_batch(df, catalog, name, "a", 2, replayed=1)
+    assert delta_version(spark, catalog, name) == version + 2
+    assert catalog.read(spark, name).count() == 2 * 7  # the first write and six appends
+
+
 def test_local_tables_have_no_checksum_sidecars(spark: SparkSession, catalog: TableCatalog) -> None:
     """Local paths go through Hadoop's raw local file system: no ``.crc`` beside each file."""
     path = catalog.path("silver.sidecars")

@@ -411,6 +411,31 @@ def test_fail_expectation_commits_nothing_and_the_batch_is_replayed(
     )
 
 
+def test_batch_written_before_a_crash_is_replayed_without_writing_twice(
+    spark: SparkSession, catalog: TableCatalog, paths: dict[str, Path]
+) -> None:
+    """The process dies after a batch's Delta commits, before the stream's checkpoint records
+    the batch: the replay adds no quarantine row, no expectation count and no silver row."""
+    land(
+        paths["landing"],
+        "loan_applications",
+        "2026-01-05",
+        [application("A1"), application("A1"), application("A2", term_months=7)],
+    )
+    ingest_entity(spark, catalog, "loan_applications", paths["landing"], paths["bronze"])
+    build_silver_entity(spark, catalog, "loan_applications", paths["silver"], "run-1")
+    tables = (SILVER_LOAN_APPLICATIONS, SILVER_QUARANTINE, SILVER_EXPECTATIONS)
+    counts = {n: catalog.read(spark, n).count() for n in tables}
+    assert counts[SILVER_LOAN_APPLICATIONS] == 1 and counts[SILVER_QUARANTINE] == 1
+    (paths["silver"] / "commits" / "0").unlink()  # the crash: batch 0 started, never finished
+
+    build_silver_entity(spark, catalog, "loan_applications", paths["silver"], "run-2")
+
+    assert {n: catalog.read(spark, n).count() for n in tables} == counts
+    assert catalog.read(spark, SILVER_QUARANTINE).first()["run_id"] == "run-1"  # type: ignore[index]
+    assert accounting(spark, catalog, "loan_applications").balanced
+
+
 def test_accounting_balances_for_every_entity(
     spark: SparkSession, catalog: TableCatalog, paths: dict[str, Path]
 ) -> None:
