@@ -286,13 +286,13 @@ def append_batch(
     have appended, and the only one that looks for its mark in the log. Every other batch is
     appended straight away.
 
-    This does what Delta's idempotent-write options (``txnAppId``, ``txnVersion``) do for one
-    writer per stream checkpoint, which is what Structured Streaming allows, without their
-    price: Delta answers ``txnVersion`` from the table's fully reconstructed state, four Spark
-    jobs over the whole log before every append, which measured 0.9 s per append against 0.3 s
-    for the append itself. The marks live in the commit files, so a replay must come within the
-    log's retention (``delta.logRetentionDuration``, 30 days by default) of the attempt it
-    repeats.
+    This does what Delta's idempotent-write options (``txnAppId``, ``txnVersion``) do, for a
+    stream that runs once at a time from its checkpoint (as Structured Streaming requires),
+    without their price: Delta answers ``txnVersion`` from the table's fully reconstructed
+    state, four Spark jobs over the whole log before every append; a 20-row append took about
+    1 s with them against 0.3 s without. The marks live in the commit files, so a replay must
+    come within the log's retention (``delta.logRetentionDuration``, 30 days by default) of the
+    attempt it repeats.
     """
     spark = df.sparkSession
     if batch_id == replayed and committed_batch(spark, catalog, name, writer) >= batch_id:
