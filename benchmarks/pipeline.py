@@ -1,10 +1,12 @@
 """Pipeline benchmark: the platform against a minimal hand-written Spark job, at two scales.
 
     .venv/bin/python benchmarks/pipeline.py [--small-customers 2000] [--large-customers 20000]
+        [--runs 3] [--skip-demo-memory]
 
 For each scale (about 10^5 and 10^6 transactions) it generates a world, runs the platform's
 pipeline (bronze, silver, gold) and a minimal hand-written job doing the same reads and writes
-in the same Spark session, and prints the wall times and their ratio (the platform's overhead).
+in the same Spark session, ``--runs`` times each in alternating order, and prints the wall times
+and the ratio of their medians (the platform's overhead).
 Then: how the time grows between the scales against how the data grows, Delta write throughput
 against plain Parquet from the same session (medians of alternating writes of the same cached
 ``silver.transactions``, both warm), and the peak memory of `lakehouse demo` (its whole
@@ -82,21 +84,46 @@ def handwritten(spark: SparkSession, landing: Path, out: Path) -> None:
         df.write.format("delta").mode("overwrite").save(str(out / "gold" / name))
 
 
-def one_scale(spark: SparkSession, base: Settings, customers: int, days: int) -> dict[str, float]:
-    """Generate, run platform and baseline; return rows and times."""
-    home = Path(tempfile.mkdtemp(prefix=f"bench-{customers}-"))
+def one_scale(
+    spark: SparkSession, base: Settings, customers: int, days: int, runs: int = 1
+) -> dict[str, float]:
+    """Generate, then run platform and baseline ``runs`` times each; rows and median times.
+
+    Each run starts from a fresh copy of the landing files (the platform needs empty tables and
+    checkpoints); the one going first changes every run, so neither gains from its place.
+    """
+    root = Path(tempfile.mkdtemp(prefix=f"bench-{customers}-"))
     try:
-        settings = base.with_home(home)
-        catalog = TableCatalog(settings.tables_root)
-        report = generate(settings.landing_dir, GeneratorConfig(customers=customers, days=days))
+        landing = root / "landing"
+        report = generate(landing, GeneratorConfig(customers=customers, days=days))
         txns = report.entities["transactions"].lines
         print(f"  {customers} customers x {days} days: {txns} transaction lines")
-        _, baseline_s = timed(lambda: handwritten(spark, settings.landing_dir, home / "plain"))
-        _, platform_s = timed(lambda: run_pipeline(spark, settings, catalog))
-        print(f"  platform {platform_s:.1f}s, hand-written {baseline_s:.1f}s")
+        times: dict[str, list[float]] = {"hand-written": [], "platform": []}
+        for run in range(runs):
+            home = root / f"run-{run}"
+            settings = base.with_home(home)
+            catalog = TableCatalog(settings.tables_root)
+            shutil.copytree(landing, settings.landing_dir)
+            order = ["hand-written", "platform"]
+            for name in order if run % 2 == 0 else order[::-1]:
+                if name == "platform":
+                    _, seconds = timed(lambda: run_pipeline(spark, settings, catalog))  # noqa: B023
+                else:
+                    plain = home / "plain"
+                    _, seconds = timed(lambda: handwritten(spark, settings.landing_dir, plain))  # noqa: B023
+                times[name].append(seconds)
+            if run < runs - 1:
+                shutil.rmtree(home, ignore_errors=True)
+        platform_s = statistics.median(times["platform"])
+        baseline_s = statistics.median(times["hand-written"])
+        runs_text = "; ".join(
+            f"{name} {', '.join(f'{t:.1f}s' for t in ts)}" for name, ts in times.items()
+        )
+        medians = f"platform {platform_s:.1f}s, hand-written {baseline_s:.1f}s"
+        print(f"  {runs_text} (medians: {medians})")
         silver = catalog.read(spark, SILVER_TRANSACTIONS).cache()
         rows = silver.count()
-        parquet_s, delta_s = write_times(silver, home / "writes")
+        parquet_s, delta_s = write_times(silver, root / "writes")
         silver.unpersist()
         print(f"  writes of {rows} rows: Parquet {parquet_s:.2f}s, Delta {delta_s:.2f}s (medians)")
         return {
@@ -107,7 +134,7 @@ def one_scale(spark: SparkSession, base: Settings, customers: int, days: int) ->
             "parquet_rps": rows / parquet_s,
         }
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def write_times(df: DataFrame, out: Path, rounds: int = 9) -> tuple[float, float]:
@@ -173,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-customers", type=int, default=2000)
     parser.add_argument("--large-customers", type=int, default=20000)
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs of platform and baseline per scale (median)"
+    )
     parser.add_argument("--skip-demo-memory", action="store_true")
     args = parser.parse_args(argv)
 
@@ -187,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: JIT and class loading must not count against the first scale.
         one_scale(spark, base, 200, 10)
         print("small scale")
-        small = one_scale(spark, base, args.small_customers, args.days)
+        small = one_scale(spark, base, args.small_customers, args.days, args.runs)
         print("large scale")
-        large = one_scale(spark, base, args.large_customers, args.days)
+        large = one_scale(spark, base, args.large_customers, args.days, args.runs)
     finally:
         spark.stop()
     lines = ["", "Figures"]
