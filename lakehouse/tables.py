@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -17,6 +17,8 @@ from pyspark.sql.types import StructType
 
 from lakehouse.catalog import TableCatalog, register_table
 from lakehouse.schemas import EVENT_TIME
+
+T = TypeVar("T")
 
 #: Columns Delta keeps min/max statistics on, in the tables that have them: the event times of
 #: :mod:`lakehouse.schemas`, the feature tables' ``event_timestamp``, the ingest time and the
@@ -196,7 +198,12 @@ def delta_version(spark: SparkSession, catalog: TableCatalog, name: str, since: 
 def _commit_info(spark: SparkSession, catalog: TableCatalog, name: str, version: int) -> Any:
     """The ``commitInfo`` action of one commit of ``name`` (empty if it has none)."""
     fs, log_dir, path = _log_dir(spark, catalog, name)
-    for line in _read_text(spark, fs, path(log_dir, f"{version:020d}.json")).splitlines():
+    return _read_commit_info(spark, fs, path(log_dir, f"{version:020d}.json"))
+
+
+def _read_commit_info(spark: SparkSession, fs: Any, file: Any) -> Any:
+    """The ``commitInfo`` action of the commit file ``file`` (empty if it has none)."""
+    for line in _read_text(spark, fs, file).splitlines():
         action = json.loads(line) if line.strip() else {}
         if "commitInfo" in action:
             return action["commitInfo"]
@@ -204,20 +211,27 @@ def _commit_info(spark: SparkSession, catalog: TableCatalog, name: str, version:
 
 
 def _newest_user_metadata(
-    spark: SparkSession, catalog: TableCatalog, name: str, accept: Callable[[str], bool]
-) -> str | None:
-    """The ``userMetadata`` of the newest commit of ``name`` for which ``accept`` is true; None
-    when no commit still in the log has such metadata (or the table does not exist).
+    spark: SparkSession,
+    catalog: TableCatalog,
+    name: str,
+    pick: Callable[[str], T | None],
+) -> T | None:
+    """``pick(userMetadata)`` of the newest commit of ``name`` for which it is not None; None
+    when no commit still in the log gives a value (or the table does not exist).
 
     Read from the commit files, newest first, without a Spark job (``DESCRIBE HISTORY`` runs one
     over every commit still in the log).
     """
     fs, log_dir, path = _log_dir(spark, catalog, name)
     version = delta_version(spark, catalog, name)
-    while version >= 0 and fs.exists(path(log_dir, f"{version:020d}.json")):
-        metadata = _commit_info(spark, catalog, name, version).get("userMetadata")
-        if isinstance(metadata, str) and accept(metadata):
-            return metadata
+    while version >= 0:
+        file = path(log_dir, f"{version:020d}.json")
+        if not fs.exists(file):  # removed by log cleanup
+            break
+        metadata = _read_commit_info(spark, fs, file).get("userMetadata")
+        picked = pick(metadata) if isinstance(metadata, str) else None
+        if picked is not None:
+            return picked
         version -= 1
     return None
 
@@ -230,7 +244,9 @@ def latest_user_metadata(
 
     Read from the commit files, newest first, without a Spark job.
     """
-    return _newest_user_metadata(spark, catalog, name, lambda metadata: containing in metadata)
+    return _newest_user_metadata(
+        spark, catalog, name, lambda metadata: metadata if containing in metadata else None
+    )
 
 
 # --- Exactly-once appends of stream micro-batches ----------------------------------------------
@@ -244,14 +260,6 @@ def batch_metadata(writer: str, batch_id: int) -> str:
     return json.dumps({BATCH_KEY: {"writer": writer, "batch": batch_id}}, sort_keys=True)
 
 
-def _batch_mark(metadata: str) -> dict[str, Any] | None:
-    try:
-        mark = json.loads(metadata).get(BATCH_KEY)
-    except (ValueError, AttributeError):
-        return None
-    return mark if isinstance(mark, dict) else None
-
-
 def committed_batch(spark: SparkSession, catalog: TableCatalog, name: str, writer: str) -> int:
     """The newest micro-batch of ``writer`` committed to ``name``; -1 when the log holds none.
 
@@ -260,13 +268,17 @@ def committed_batch(spark: SparkSession, catalog: TableCatalog, name: str, write
     committed; :func:`append_batch` asks only for a batch that is being replayed.
     """
 
-    def mine(metadata: str) -> bool:
-        mark = _batch_mark(metadata) if BATCH_KEY in metadata else None
-        return mark is not None and mark.get("writer") == writer
+    def batch_of_writer(metadata: str) -> int | None:
+        if BATCH_KEY not in metadata:
+            return None
+        try:
+            mark = json.loads(metadata)[BATCH_KEY]
+            return int(mark["batch"]) if mark["writer"] == writer else None
+        except (ValueError, KeyError, TypeError):
+            return None
 
-    found = _newest_user_metadata(spark, catalog, name, mine)
-    mark = _batch_mark(found) if found is not None else None
-    return int(mark["batch"]) if mark is not None else -1
+    batch = _newest_user_metadata(spark, catalog, name, batch_of_writer)
+    return -1 if batch is None else batch
 
 
 def append_batch(
