@@ -214,6 +214,25 @@ class ScoringReport:
     feature_versions: dict[str, int] = field(default_factory=dict)
     scoring_mode: str = "batch"
 
+    @classmethod
+    def of(
+        cls,
+        model: ResolvedModel,
+        versions: dict[str, int],
+        scoring_mode: str,
+        metrics: dict[str, int],
+    ) -> ScoringReport:
+        """The report of scoring with ``model`` whose MERGE returned ``metrics`` (none: {})."""
+        return cls(
+            model_name=model.name,
+            model_version=model.version,
+            run_id=model.run_id,
+            rows_scored=metrics.get("numSourceRows", 0),
+            rows_inserted=metrics.get("numTargetRowsInserted", 0),
+            feature_versions=versions,
+            scoring_mode=scoring_mode,
+        )
+
 
 # --- Model resolution ------------------------------------------------------------------------
 def default_model_uri(settings: Settings, alias: str = CHAMPION) -> str:
@@ -707,15 +726,7 @@ def _score_and_write(
             register=register,
             laps=laps,
         )
-    return ScoringReport(
-        model_name=model.name,
-        model_version=model.version,
-        run_id=model.run_id,
-        rows_scored=metrics.get("numSourceRows", 0),
-        rows_inserted=metrics.get("numTargetRowsInserted", 0),
-        feature_versions=versions,
-        scoring_mode=scoring_mode,
-    )
+    return ScoringReport.of(model, versions, scoring_mode, metrics)
 
 
 def score_batch(
@@ -754,17 +765,8 @@ def score_batch(
     laps.lap("resolve and select")
     if nothing_to_score:
         # A re-run: no features to read, no model to load into the Python workers, no MERGE.
-        report = ScoringReport(
-            model_name=model.name,
-            model_version=model.version,
-            run_id=model.run_id,
-            rows_scored=0,
-            rows_inserted=0,
-            feature_versions=feature_versions(spark, catalog),
-            scoring_mode="batch",
-        )
         log.info("batch scoring with version %d: nothing to score", model.version)
-        return report
+        return ScoringReport.of(model, feature_versions(spark, catalog), "batch", {})
     report = _score_and_write(
         spark,
         settings,
