@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import ENTITIES, TableCatalog
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _CORRUPT = "_corrupt_record"
 _LINE_BREAK = r"\r?\n"
+_MAX_ARRAY = 2**31 - 2  # the largest length slice() takes: to the end of any array
 
 
 @dataclass(frozen=True)
@@ -62,44 +63,50 @@ def check_entity(entity: str) -> None:
 # --- Parsing (pure transforms) -------------------------------------------------------------------
 
 
-def split_lines(files: DataFrame) -> DataFrame:
-    """``(value = whole file, _source_file)`` -> one row per non-blank line.
-
-    Columns: ``_source_file``, ``_line_no`` (0-based, in the file), ``value`` (the line without
-    its line break).
-    """
-    exploded = files.select(
-        "_source_file",
-        F.posexplode(F.split(F.col("value"), _LINE_BREAK)).alias("_line_no", "value"),
-    )
-    return exploded.where(_not_blank(F.col("value")))
+def _lines(value: Column) -> Column:
+    """The non-blank lines of a whole file, without their line breaks, in file order."""
+    return F.filter(F.split(value, _LINE_BREAK), _not_blank)
 
 
 def _not_blank(line: Column) -> Column:
     return F.trim(line) != ""
 
 
-def file_stats(files: DataFrame, entity: str) -> DataFrame:
+def file_stats(files: DataFrame, entity: str, rows: bool = True) -> DataFrame:
     """Whole landing files (``value``, ``_source_file``) -> one row: what parsing them gives.
 
     Columns: ``files``, ``rows`` (the bronze rows :func:`parse_files` makes of them: every
-    non-blank line, the header line of a CSV file aside) and ``headers`` (the distinct CSV
-    headers, empty for JSON). Computed from the files alone, without parsing a record.
+    non-blank line, the header line of a CSV file aside; null unless ``rows``) and ``headers``
+    (the distinct CSV headers, empty for JSON). Computed from the files alone, without parsing a
+    record. Counting the rows splits every file into lines; the files and headers alone do not
+    (a header is read from the head of its file, :func:`_first_line`).
     """
     check_entity(entity)
-    lines = F.filter(F.split(F.col("value"), _LINE_BREAK), _not_blank)
-    count = F.size(lines)
-    if LANDING_FORMATS[entity] == "csv":
-        rows = F.sum(F.greatest(count - 1, F.lit(0)))
-        headers = F.collect_set(F.try_element_at(lines, F.lit(1)))
+    csv_format = LANDING_FORMATS[entity] == "csv"
+    if csv_format:
+        first = _first_line(F.col("value"))
+        headers = F.collect_set(F.when(_not_blank(first), first))
     else:
-        rows = F.sum(count)
         headers = F.array().cast("array<string>")
+    if rows:
+        count = F.size(_lines(F.col("value")))
+        total = F.sum(F.greatest(count - 1, F.lit(0))) if csv_format else F.sum(count)
+        counted = F.coalesce(total, F.lit(0)).cast("long")
+    else:
+        counted = F.lit(None).cast("long")
     return files.agg(
-        F.count(F.lit(1)).alias("files"),
-        F.coalesce(rows, F.lit(0)).cast("long").alias("rows"),
-        headers.alias("headers"),
+        F.count(F.lit(1)).alias("files"), counted.alias("rows"), headers.alias("headers")
     )
+
+
+def _first_line(value: Column) -> Column:
+    """The first line of a file that is not blank (as :func:`_lines` splits and filters it).
+
+    Read with one regular expression from the head of the file, without splitting the rest:
+    lines of spaces only are skipped, then the line runs to the next line break (``\\r?\\n``,
+    the ``\\r`` not kept) or the end. A file of blank lines gives a blank string.
+    """
+    return F.regexp_extract(value, r"^(?:[ ]*\r?\n)*([^\n]*?)(?:\r?\n|\z)", 1)
 
 
 def _all_null(columns: Sequence[Column]) -> Column:
@@ -155,7 +162,11 @@ def parse_json_lines(lines: DataFrame, entity: str) -> DataFrame:
 
 
 def _header_columns(header: str) -> list[str]:
-    row = next(csv.reader([header]), [])
+    """The column names of a CSV header line; split on commas if ``csv`` cannot read it."""
+    try:
+        row = next(csv.reader([header]), [])
+    except csv.Error:  # a stray carriage return inside the line
+        row = header.split(",")
     return [c.strip() for c in row]
 
 
@@ -225,21 +236,21 @@ def parse_files(
     ``headers`` lists the distinct CSV headers of ``files`` when the caller knows them already
     (see :func:`file_stats`); otherwise they are collected from ``files``.
     """
-    lines = split_lines(files)
+    lines = _lines(F.col("value"))
     if LANDING_FORMATS[entity] == "csv":
-        first = F.min("_line_no").over(Window.partitionBy("_source_file"))
-        with_first = lines.withColumn("_first", first)
-        header_of = with_first.where(F.col("_line_no") == F.col("_first")).select(
-            "_source_file", F.col("value").alias("_header")
-        )
-        data = with_first.where(F.col("_line_no") != F.col("_first")).join(
-            header_of, "_source_file"
+        # The header of a file is its first line: each row takes it from its own file's lines.
+        data = files.select(
+            "_source_file",
+            F.try_element_at(lines, F.lit(1)).alias("_header"),
+            F.explode(F.slice(lines, 2, _MAX_ARRAY)).alias("value"),
         )
         if headers is None:
-            headers = [r["_header"] for r in header_of.select("_header").distinct().collect()]
+            row = file_stats(files, entity, rows=False).first()
+            headers = row["headers"] if row is not None else []
         parsed = parse_csv_lines(data, entity, sorted(set(headers)))
     else:
-        parsed = parse_json_lines(lines, entity)
+        values = files.select("_source_file", F.explode(lines).alias("value"))
+        parsed = parse_json_lines(values, entity)
     schema = bronze_schema(entity)
     return parsed.withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp")).select(
         *[F.col(f.name) for f in schema.fields]
@@ -384,31 +395,31 @@ def ingest_entity(
     totals = {"files": 0, "rows": 0, "rescued": 0}
 
     def process(batch: DataFrame, batch_id: int) -> None:
-        # One pass over the files counts what they hold (and finds the CSV headers); a second
-        # parses and appends them, counting the rescued rows on the way.
-        stats = file_stats(batch, entity).first()
+        # A light pass over the files counts them and reads the CSV headers from their heads; a
+        # second parses and appends them, counting the rows and the rescued rows on the way.
+        stats = file_stats(batch, entity, rows=False).first()
         assert stats is not None
-        files, expected = int(stats["files"]), int(stats["rows"])
+        files = int(stats["files"])
         if files == 0:
             return
-        n_rows = n_rescued = 0
-        if expected:
-            observed = Observation(f"{table}:{batch_id}")
-            rows = parse_files(batch, entity, datetime.now(UTC), headers=stats["headers"])
-            counted = rows.observe(
-                observed,
-                F.count(F.lit(1)).alias("rows"),
-                F.count("_rescued_data").alias("rescued"),
-            )
-            writer = stream_app_id(checkpoint_dir, table)
-            if append_batch(counted, catalog, table, writer, batch_id, replayed):
-                metrics = observed.get
-                n_rows, n_rescued = int(metrics["rows"]), int(metrics["rescued"])
-            else:
-                # An earlier attempt appended this batch, and stopped before the stream's
-                # checkpoint recorded it. Its rows are in bronze already.
-                log.info("%s batch %d was appended by an earlier attempt", table, batch_id)
-                n_rows = expected
+        observed = Observation(f"{table}:{batch_id}")
+        rows = parse_files(batch, entity, datetime.now(UTC), headers=stats["headers"])
+        counted = rows.observe(
+            observed,
+            F.count(F.lit(1)).alias("rows"),
+            F.count("_rescued_data").alias("rescued"),
+        )
+        writer = stream_app_id(checkpoint_dir, table)
+        if append_batch(counted, catalog, table, writer, batch_id, replayed):
+            metrics = observed.get
+            n_rows, n_rescued = int(metrics["rows"]), int(metrics["rescued"])
+        else:
+            # An earlier attempt appended this batch, and stopped before the stream's
+            # checkpoint recorded it. Its rows are in bronze already: count them from the files.
+            log.info("%s batch %d was appended by an earlier attempt", table, batch_id)
+            full = file_stats(batch, entity).first()
+            assert full is not None
+            n_rows, n_rescued = int(full["rows"]), 0
         totals["files"] += files
         totals["rows"] += n_rows
         totals["rescued"] += n_rescued

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,14 @@ from pyspark.sql import Row, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from lakehouse.bronze import IngestResult, file_stats, ingest_all, ingest_entity, pending_batch
+from lakehouse.bronze import (
+    IngestResult,
+    file_stats,
+    ingest_all,
+    ingest_entity,
+    parse_files,
+    pending_batch,
+)
 from lakehouse.catalog import BRONZE_CUSTOMERS, BRONZE_TRANSACTIONS, TableCatalog
 from lakehouse.schemas import bronze_schema
 
@@ -268,8 +276,16 @@ FILES = StructType([StructField("value", StringType()), StructField("_source_fil
         ("customers", ["{}\n\n{}\r\n", "", "  \n{}"], (3, 3, [])),
         (
             "transactions",
-            [f"{TXN_HEADER}\nT1,C1\n\nT2,C1\n", TXN_HEADER, "", "\n  \na,b\nT3"],
-            (4, 3, sorted([TXN_HEADER, "a,b"])),
+            [
+                f"{TXN_HEADER}\nT1,C1\n\nT2,C1\n",
+                TXN_HEADER,
+                "",
+                "\n  \na,b\nT3",
+                "  \r\n\r\nh1,h2\r\nx,y\r\n",
+                "   ",
+                " \r \nz\r",
+            ],
+            (7, 5, sorted([TXN_HEADER, "a,b", "h1,h2", " \r "])),
         ),
     ],
 )
@@ -279,9 +295,18 @@ def test_file_stats_count_what_parsing_makes(
     files = spark.createDataFrame([(c, f"f{i}") for i, c in enumerate(contents)], FILES)
 
     row = file_stats(files, entity).first()
+    light = file_stats(files, entity, rows=False).first()
+    parsed = parse_files(files, entity, datetime(2026, 1, 1, tzinfo=UTC))
 
-    assert row is not None
+    assert row is not None and light is not None
     assert (row["files"], row["rows"], sorted(row["headers"])) == expected
+    # Headers read from the heads of the files are the first lines parsing finds.
+    assert (light["files"], light["rows"], sorted(light["headers"])) == (
+        expected[0],
+        None,
+        expected[2],
+    )
+    assert parsed.count() == expected[1]
 
 
 def test_unknown_entity_and_missing_landing_are_rejected(
