@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, IntegerType, StringType
 
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 _RAW_RECORD = "_raw_record"
 _METADATA = ("_source_file", "_ingested_at")
+_VERSIONS = "_versions"  # distinct records of a key in a batch, see deduplicate()
 
 
 def silver_table(entity: str) -> str:
@@ -135,17 +137,35 @@ def prepare_batch(bronze: DataFrame, entity: str) -> DataFrame:
     )
 
 
-def deduplicate(df: DataFrame, entity: str) -> DataFrame:
+def deduplicate(df: DataFrame, entity: str, versions: str | None = None) -> DataFrame:
     """One row per business key: the latest by ``_ingested_at``, then ``_source_file``.
 
     Remaining ties (the same key twice in one file) are broken by the row's values, so the
-    choice is deterministic.
+    choice is deterministic. With ``versions``, each kept row also gets, in that column, how many
+    distinct versions of its record (its data columns, file and ingest time aside) ``df`` held:
+    their sum over the result is the number of distinct records, from the same window.
     """
     keys = list(BUSINESS_KEYS[entity])
     data = [f.name for f in SILVER_SCHEMAS[entity].fields if f.name not in keys]
     order = [F.col(c).desc_nulls_last() for c in ["_ingested_at", "_source_file", *data]]
-    window = Window.partitionBy(*keys).orderBy(*order)
-    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+    by_key = Window.partitionBy(*keys)
+    if versions is not None:
+        record = [c for c in df.columns if c not in _METADATA]
+        version = F.dense_rank().over(by_key.orderBy(*record))
+        df = df.withColumn(versions, version).withColumn(versions, F.max(versions).over(by_key))
+    ranked = df.withColumn("_rank", F.row_number().over(by_key.orderBy(*order)))
+    return ranked.where("_rank = 1").drop("_rank")
+
+
+def _size_columns() -> list[Column]:
+    """Of a deduplicated batch: its keys and its distinct records (``deduplicate(versions=)``)."""
+    return [F.count(F.lit(1)).alias("keys"), F.sum(_VERSIONS).alias("records")]
+
+
+def _sizes(row: Any) -> tuple[int, int]:
+    """(keys, distinct records) from a row or observation of :func:`_size_columns`."""
+    assert row is not None
+    return int(row["keys"]), int(row["records"] or 0)
 
 
 def _newer_and_different(entity: str) -> str:
@@ -239,9 +259,10 @@ def build_silver_entity(
     with no new bronze row writes nothing.
 
     Each micro-batch is read once (kept in memory while it is processed): one aggregation gives
-    every count (expectations, distinct rows, distinct keys) before anything is written. The
-    first batch into a silver table this build has just created is appended, since there is
-    nothing to MERGE with; later batches are MERGEd.
+    the expectation counts before anything is written; the deduplication counts the distinct
+    records and keys on the way (a MERGE's source is counted first, as a MERGE may read it
+    twice). The first batch into a silver table this build has just created is appended, since
+    there is nothing to MERGE with; later batches are MERGEd.
 
     Raises:
         ExpectationFailed: a ``fail`` expectation failed; nothing of that batch was written and
@@ -259,7 +280,6 @@ def build_silver_entity(
     rules = [*first, *(EXPECTATIONS[entity] if expectations is None else expectations), *last]
     keys = list(BUSINESS_KEYS[entity])
     silver_columns = [f.name for f in SILVER_SCHEMAS[entity].fields]
-    data_columns = [c for c in silver_columns if c not in _METADATA]
     totals: dict[str, int] = {}
     warnings: dict[str, int] = {}
 
@@ -280,8 +300,7 @@ def build_silver_entity(
         stats = rows.agg(
             F.count(F.lit(1)).alias("_rows"),
             *flagged.aggregates,
-            F.count_distinct(F.when(passed, F.struct(*data_columns))).alias("_distinct_rows"),
-            F.count_distinct(F.when(passed, F.struct(*keys))).alias("_unique_keys"),
+            F.count_if(passed).alias("_passed"),
         ).first()
         assert stats is not None
         rows_read = int(stats["_rows"])
@@ -290,9 +309,6 @@ def build_silver_entity(
         counts = flagged.counts(stats)
         check_counts(counts, rules, entity)  # a failed `fail` rule stops here: nothing written
         quarantined = sum(c.failed for c in counts if c.action == "drop")
-        distinct_rows, unique_keys = int(stats["_distinct_rows"]), int(stats["_unique_keys"])
-        exact = rows_read - quarantined - distinct_rows
-        key_dups = distinct_rows - unique_keys
 
         app_id = stream_app_id(checkpoint_dir, target)
         if quarantined:
@@ -313,18 +329,27 @@ def build_silver_entity(
                 batch_id,
                 replayed,
             )
-        inserted = updated = 0
-        if unique_keys:
-            deduped = deduplicate(flagged.passed_rows(rows).select(*silver_columns), entity)
+        inserted = updated = unique_keys = distinct_rows = 0
+        if int(stats["_passed"]):
+            deduped = deduplicate(
+                flagged.passed_rows(rows).select(*silver_columns), entity, versions=_VERSIONS
+            )
+            observed = Observation(f"{target}:{batch_id}")
             if empty_target:
-                append_batch(deduped, catalog, target, app_id, batch_id, replayed)
+                written = deduped.observe(observed, *_size_columns()).drop(_VERSIONS)
+                if append_batch(written, catalog, target, app_id, batch_id, replayed):
+                    unique_keys, distinct_rows = _sizes(observed.get)
+                else:  # an earlier attempt appended this batch: count it again
+                    unique_keys, distinct_rows = _sizes(deduped.agg(*_size_columns()).first())
                 inserted = unique_keys
             else:
+                # A MERGE may read its source more than once: count before, not on the way.
+                unique_keys, distinct_rows = _sizes(deduped.agg(*_size_columns()).first())
                 metrics = merge_upsert(
                     spark,
                     catalog,
                     target,
-                    deduped,
+                    deduped.drop(_VERSIONS),
                     keys,
                     update_condition=_newer_and_different(entity),
                     read_history=False,
@@ -332,6 +357,8 @@ def build_silver_entity(
                 inserted = metrics.get("numTargetRowsInserted", 0)
                 updated = metrics.get("numTargetRowsUpdated", 0)
             empty_target = False
+        exact = rows_read - quarantined - distinct_rows
+        key_dups = distinct_rows - unique_keys
         # A row whose key silver already held is a duplicate, whether it updated it or not.
         key_dups += unique_keys - inserted
         duplicates = ExpectationCount(DUPLICATES, "drop", inserted, exact + key_dups)

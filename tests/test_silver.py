@@ -28,6 +28,7 @@ from lakehouse.silver import (
     accounting,
     build_silver,
     build_silver_entity,
+    deduplicate,
     typed_customers,
     typed_loan_applications,
     typed_repayments,
@@ -220,6 +221,36 @@ def test_typed_repayments(spark: SparkSession) -> None:
     )
 
     assertDataFrameEqual(typed_repayments(df), expected, checkRowOrder=True)
+
+
+def test_deduplicate_keeps_the_latest_row_and_counts_distinct_records(spark: SparkSession) -> None:
+    t1, t2 = T0.replace(hour=7), T0.replace(hour=8)
+    at = ts("2026-03-01T00:00:00")
+    rows = [
+        # A1: one record landed twice (an exact duplicate), then a newer version.
+        ("A1", "C1", at, True, 12, "file:/a", T0),
+        ("A1", "C1", at, True, 12, "file:/b", t1),
+        ("A1", "C1", at, True, 30, "file:/c", t2),
+        # A2: two versions in one file at the same time: the larger values win the tie.
+        ("A2", "C2", at, False, None, "file:/a", T0),
+        ("A2", "C2", at, False, 5, "file:/a", T0),
+        # A3: alone.
+        ("A3", "C3", at, True, 1, "file:/a", T0),
+    ]
+    df = spark.createDataFrame(rows, nullable("repayments"))
+
+    plain = deduplicate(df, "repayments")
+    counted = deduplicate(df, "repayments", versions="_versions")
+
+    kept = [
+        ("A1", "C1", at, True, 30, "file:/c", t2),
+        ("A2", "C2", at, False, 5, "file:/a", T0),
+        ("A3", "C3", at, True, 1, "file:/a", T0),
+    ]
+    assertDataFrameEqual(plain, spark.createDataFrame(kept, nullable("repayments")))
+    by_key = {r["application_id"]: r["_versions"] for r in counted.collect()}
+    assert by_key == {"A1": 2, "A2": 2, "A3": 1}
+    assertDataFrameEqual(counted.drop("_versions"), plain)
 
 
 # --- Build --------------------------------------------------------------------------------------
