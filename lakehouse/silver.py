@@ -334,8 +334,8 @@ def build_silver_entity(
             deduped = deduplicate(
                 flagged.passed_rows(rows).select(*silver_columns), entity, versions=_VERSIONS
             )
-            observed = Observation(f"{target}:{batch_id}")
             if empty_target:
+                observed = Observation(f"{target}:{batch_id}")
                 written = deduped.observe(observed, *_size_columns()).drop(_VERSIONS)
                 if append_batch(written, catalog, target, app_id, batch_id, replayed):
                     unique_keys, distinct_rows = _sizes(observed.get)
