@@ -168,6 +168,11 @@ def _sizes(row: Any) -> tuple[int, int]:
     return int(row["keys"]), int(row["records"] or 0)
 
 
+def _count_sizes(deduplicated: DataFrame) -> tuple[int, int]:
+    """(keys, distinct records) of a deduplicated batch, counted by a job of their own."""
+    return _sizes(deduplicated.agg(*_size_columns()).first())
+
+
 def _newer_and_different(entity: str) -> str:
     keys = set(BUSINESS_KEYS[entity])
     data = [f.name for f in SILVER_SCHEMAS[entity].fields if f.name not in keys | set(_METADATA)]
@@ -340,11 +345,11 @@ def build_silver_entity(
                 if append_batch(written, catalog, target, app_id, batch_id, replayed):
                     unique_keys, distinct_rows = _sizes(observed.get)
                 else:  # an earlier attempt appended this batch: count it again
-                    unique_keys, distinct_rows = _sizes(deduped.agg(*_size_columns()).first())
+                    unique_keys, distinct_rows = _count_sizes(deduped)
                 inserted = unique_keys
             else:
                 # A MERGE may read its source more than once: count before, not on the way.
-                unique_keys, distinct_rows = _sizes(deduped.agg(*_size_columns()).first())
+                unique_keys, distinct_rows = _count_sizes(deduped)
                 metrics = merge_upsert(
                     spark,
                     catalog,
