@@ -64,3 +64,18 @@ def test_connect_is_exported_lazily(tmp_path: Path) -> None:
     assert mlflow.get_experiment_by_name("credit_risk_model") is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = lakehouse.nope  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("master", "driver_listing"), [("local[2]", True), ("spark://m:7077", False)]
+)
+def test_a_local_master_lists_a_batchs_files_on_the_driver(
+    tmp_path: Path, master: str, driver_listing: bool
+) -> None:
+    from lakehouse.spark import spark_conf
+
+    env = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_SPARK_MASTER": master}
+    conf = spark_conf(load_settings("local", env=env))
+    threshold = conf.get("spark.sql.sources.parallelPartitionDiscovery.threshold")
+    # A stream's batch of 90 daily files is listed without a Spark job only locally.
+    assert (threshold is not None and int(threshold) >= 90) is driver_listing
