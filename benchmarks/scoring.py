@@ -106,7 +106,7 @@ def register(settings: Settings) -> object:
     from mlflow.models import infer_signature
 
     from lakehouse.tracking import connect
-    from lakehouse.training import TrainConfig, build_pipeline
+    from lakehouse.training import TrainConfig, build_pipeline, model_pip_requirements
 
     connect(settings)
     frame = model_inputs(20_000, seed=7)
@@ -122,6 +122,7 @@ def register(settings: Settings) -> object:
             pyfunc_predict_fn="predict_proba",
             skops_trusted_types=list(skops.io.get_untrusted_types(data=skops.io.dumps(model))),
             registered_model_name=settings.model_name,
+            pip_requirements=model_pip_requirements(),
         )
     client = MlflowClient(settings.tracking_uri, settings.registry_uri)
     client.set_registered_model_alias(
