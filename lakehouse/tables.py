@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from delta.tables import DeltaTable
@@ -344,17 +345,31 @@ def last_operation_metrics(spark: SparkSession, catalog: TableCatalog, name: str
 
 
 def describe(spark: SparkSession, catalog: TableCatalog, name: str) -> TableInfo:
-    """Location, row count, Delta version and last operation of ``name``."""
+    """Location, row count, Delta version and last operation of ``name``.
+
+    The version and the last operation are read from the newest commit file, without the Spark
+    job ``DESCRIBE HISTORY`` runs over the whole log (it is asked only when that commit carries
+    no ``commitInfo``); the rows are counted by Delta.
+    """
     path = catalog.path(name)
-    last = DeltaTable.forPath(spark, path).history(1).first()
+    version = delta_version(spark, catalog, name)
+    info = _commit_info(spark, catalog, name, version) if version >= 0 else {}
+    if isinstance(info.get("operation"), str) and isinstance(info.get("timestamp"), int):
+        operation = info["operation"]
+        modified = datetime.fromtimestamp(info["timestamp"] / 1000, UTC).isoformat(" ")
+    else:
+        last = DeltaTable.forPath(spark, path).history(1).first()
+        version = int(last["version"]) if last else -1
+        operation = str(last["operation"]) if last else ""
+        modified = str(last["timestamp"]) if last else ""
     rows = spark.read.format("delta").load(path).count()
     return TableInfo(
         name=name,
         location=path,
         rows=rows,
-        version=int(last["version"]) if last else -1,
-        last_operation=str(last["operation"]) if last else "",
-        last_modified=str(last["timestamp"]) if last else "",
+        version=version,
+        last_operation=operation,
+        last_modified=modified,
     )
 
 

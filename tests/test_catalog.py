@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,27 @@ def test_local_tables_have_no_checksum_sidecars(spark: SparkSession, catalog: Ta
     files = [p.name for p in Path(path).rglob("*")]
     assert any(name.endswith(".parquet") for name in files)
     assert [name for name in files if name.endswith(".crc")] == []
+
+
+def test_describe_reads_what_history_says(spark: SparkSession, catalog: TableCatalog) -> None:
+    from delta.tables import DeltaTable
+
+    from lakehouse.tables import describe
+
+    path = catalog.path("silver.described")
+    spark.range(4).write.format("delta").save(path)
+    spark.range(2).write.format("delta").mode("append").save(path)
+    source = spark.range(3, 6).withColumnRenamed("id", "sid")
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(source.alias("s"), "t.id = s.sid")
+        .whenNotMatchedInsert(values={"id": "s.sid"})
+        .execute()
+    )
+    info = describe(spark, catalog, "silver.described")
+    last = DeltaTable.forPath(spark, path).history(1).first()
+    assert (info.name, info.location, info.rows) == ("silver.described", path, 8)
+    assert (info.version, info.last_operation) == (2, "MERGE") == (last.version, last.operation)
+    written = last.timestamp.replace(tzinfo=UTC)  # the session's time zone is UTC
+    assert abs(datetime.fromisoformat(info.last_modified) - written).total_seconds() < 1
