@@ -338,22 +338,29 @@ def merge_metrics(
     return {}
 
 
+def latest_commit(spark: SparkSession, catalog: TableCatalog, name: str) -> tuple[int, Any]:
+    """The latest version of ``name`` and its ``commitInfo`` action (-1 and empty without one).
+
+    Read from the newest commit file, without the Spark job ``DESCRIBE HISTORY`` runs over the
+    whole log.
+    """
+    version = delta_version(spark, catalog, name)
+    return version, _commit_info(spark, catalog, name, version) if version >= 0 else {}
+
+
 def last_operation_metrics(spark: SparkSession, catalog: TableCatalog, name: str) -> dict[str, int]:
     """The ``operationMetrics`` of the latest commit of ``name``, as integers."""
-    row = DeltaTable.forPath(spark, catalog.path(name)).history(1).first()
-    return _int_metrics(row["operationMetrics"] if row else None)
+    return _int_metrics(latest_commit(spark, catalog, name)[1].get("operationMetrics"))
 
 
 def describe(spark: SparkSession, catalog: TableCatalog, name: str) -> TableInfo:
     """Location, row count, Delta version and last operation of ``name``.
 
-    The version and the last operation are read from the newest commit file, without the Spark
-    job ``DESCRIBE HISTORY`` runs over the whole log (it is asked only when that commit carries
-    no ``commitInfo``); the rows are counted by Delta.
+    The version and the last operation come from :func:`latest_commit` (``DESCRIBE HISTORY`` is
+    asked only when that commit carries no ``commitInfo``); the rows are counted by Delta.
     """
     path = catalog.path(name)
-    version = delta_version(spark, catalog, name)
-    info = _commit_info(spark, catalog, name, version) if version >= 0 else {}
+    version, info = latest_commit(spark, catalog, name)
     if isinstance(info.get("operation"), str) and isinstance(info.get("timestamp"), int):
         operation = info["operation"]
         modified = datetime.fromtimestamp(info["timestamp"] / 1000, UTC).isoformat(" ")

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from lakehouse.catalog import GOLD_LABELS, GOLD_PREDICTIONS, TableCatalog
@@ -24,7 +23,7 @@ from lakehouse.console import format_seconds, render_rows
 from lakehouse.jobs import JobContext, job_session
 from lakehouse.pipeline import quarantine_counts, run_pipeline
 from lakehouse.settings import Settings, load_settings
-from lakehouse.tables import describe
+from lakehouse.tables import describe, latest_commit
 
 STEPS = 6
 KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier")
@@ -155,8 +154,7 @@ def _outcomes_stale(spark: SparkSession, catalog: TableCatalog) -> bool:
         return True
 
     def committed(name: str) -> Any:
-        last = DeltaTable.forPath(spark, catalog.path(name)).history(1).first()
-        return last["timestamp"] if last else None
+        return latest_commit(spark, catalog, name)[1].get("timestamp")
 
     built = committed(GOLD_OUTCOMES)
     return bool(committed(GOLD_PREDICTIONS) > built or committed(GOLD_LABELS) > built)
