@@ -9,16 +9,21 @@ bronze and silver tables (the shared ``silver.quarantine`` and ``silver.expectat
 receive appends). So the entities run side by side, each on its own thread of the one session:
 Spark runs the jobs of several queries at once, and while one entity waits on a commit or a
 checkpoint another keeps the cores busy. Within a run, an entity goes from bronze to silver as soon
-as its own ingest is done.
+as its own ingest is done, and a gold table is built as soon as the silver tables it reads are
+(``gold.customer_transaction_features`` does not wait for the customers or the loans). As in a
+Delta Live Tables update, an entity whose silver build fails stops only the gold tables that read
+it: the others are still built, then the error is raised.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -170,9 +175,13 @@ def build_gold(spark: SparkSession, catalog: TableCatalog, parallel: bool = True
     from lakehouse.gold import build_gold as _build_gold
 
     counts = _build_gold(spark, catalog, parallel=parallel)
+    _log_gold(counts)
+    return counts
+
+
+def _log_gold(counts: dict[str, int]) -> None:
     for name, rows in counts.items():
         log.info("[gold]   %-40s %8d rows", name, rows)
-    return counts
 
 
 def _bronze_and_silver(
@@ -181,28 +190,73 @@ def _bronze_and_silver(
     catalog: TableCatalog,
     report: PipelineReport,
     parallel: bool,
+    gold: bool = False,
 ) -> None:
-    """Each entity from landing to silver, the entities side by side; stage timings recorded."""
-    from lakehouse.silver import ensure_shared_tables
+    """Each entity from landing to silver, the entities side by side; stage timings recorded.
+
+    With ``gold``, each gold table is built, on a thread of its own, as soon as every silver
+    table it reads is built (in this run); a table whose input failed is not built. Errors are
+    raised once everything started has finished: the first entity's, else the first gold
+    table's.
+    """
+    from lakehouse.gold import GOLD_TABLES, build_gold_table
+    from lakehouse.silver import ensure_shared_tables, silver_table
+    from lakehouse.tables import delta_version
 
     started = time.perf_counter()
     ensure_shared_tables(spark, catalog)
     bronze_done: dict[str, float] = {}
+    silver_done: dict[str, float] = {}
+    lock = threading.Lock()
+    built: set[str] = set()  # silver tables built by this run
+    gold_builds: dict[str, Future[int]] = {}
+    created_at: list[dt.datetime] = []  # one created_at for every gold row of the run
+    gold_pool = ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="lakehouse-gold")
+
+    def start_ready_gold() -> None:
+        with lock:
+            for table in GOLD_TABLES:
+                if table.name in gold_builds or not set(table.inputs) <= built:
+                    continue
+                if not created_at:
+                    log.info("[gold] starting")
+                    created_at.append(dt.datetime.now(dt.UTC))
+                versions = {name: delta_version(spark, catalog, name) for name in table.inputs}
+                gold_builds[table.name] = gold_pool.submit(
+                    build_gold_table, spark, catalog, table, created_at[0], versions
+                )
 
     def chain(entity: str) -> tuple[Any, Any]:
         ingested = _ingest(spark, settings, catalog, entity)
         bronze_done[entity] = time.perf_counter()
-        return ingested, _build(spark, settings, catalog, report.run_id, entity)
+        silver = _build(spark, settings, catalog, report.run_id, entity)
+        silver_done[entity] = time.perf_counter()
+        if gold:
+            with lock:
+                built.add(silver_table(entity))
+            start_ready_gold()
+        return ingested, silver
 
     try:
         results = for_each_entity(chain, ENTITIES, parallel)
     finally:
+        silver_end = time.perf_counter()
+        gold_pool.shutdown(wait=True)  # the gold tables started finish either way
         ended = time.perf_counter()
-        bronze_end = max(bronze_done.values(), default=ended)
+        bronze_end = max(bronze_done.values(), default=silver_end)
         report.timings.append(StageTiming("bronze", bronze_end - started))
-        report.timings.append(StageTiming("silver", ended - bronze_end))
+        report.timings.append(StageTiming("silver", silver_end - bronze_end))
+        if gold:
+            report.timings.append(StageTiming("gold", ended - silver_end))
     report.bronze = [bronze for bronze, _ in results]
     report.silver = [silver for _, silver in results]
+    if gold:
+        report.gold = {
+            table.name: gold_builds[table.name].result()
+            for table in GOLD_TABLES
+            if table.name in gold_builds
+        }
+        _log_gold(report.gold)
 
 
 def run_pipeline(
@@ -216,19 +270,21 @@ def run_pipeline(
     """Run the given stages in order on one session; return what each did and its timing.
 
     With ``parallel`` (the default) the entities run side by side, and when both bronze and
-    silver run, each entity goes on to silver as soon as its own ingest is done.
+    silver run, each entity goes on to silver as soon as its own ingest is done, and each gold
+    table is built as soon as the silver tables it reads are (see the module's description).
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}: expected some of {list(STAGES)}")
     report = PipelineReport(run_id=run_id or new_run_id())
     run_started = time.perf_counter()
-    chained = parallel and "bronze" in stages and "silver" in stages
-    if chained:
-        log.info("[bronze] [silver] starting")
-        _bronze_and_silver(spark, settings, catalog, report, parallel)
+    chained: set[str] = set()
+    if parallel and "bronze" in stages and "silver" in stages:
+        chained = {"bronze", "silver", *(["gold"] if "gold" in stages else [])}
+        log.info("%s starting", " ".join(f"[{stage}]" for stage in STAGES if stage in chained))
+        _bronze_and_silver(spark, settings, catalog, report, parallel, gold="gold" in chained)
     for stage in STAGES:
-        if stage not in stages or (chained and stage != "gold"):
+        if stage not in stages or stage in chained:
             continue
         started = time.perf_counter()
         log.info("[%s] starting", stage)

@@ -31,6 +31,7 @@ from lakehouse.catalog import (
     register_all,
 )
 from lakehouse.datagen import GenerationReport, GeneratorConfig, generate
+from lakehouse.expectations import ExpectationFailed
 from lakehouse.pipeline import PipelineReport, for_each_entity, run_pipeline
 from lakehouse.settings import Settings
 from lakehouse.silver import accounting
@@ -140,6 +141,27 @@ def test_sql_names_and_time_travel(spark: SparkSession, world: World) -> None:
     assert 0 < old.first()["n"] < now
     outcomes = spark.sql(f"SELECT DISTINCT defaulted FROM {GOLD_LABELS}").collect()
     assert outcomes and {r["defaulted"] for r in outcomes} <= {0, 1}
+
+
+def test_a_failed_entity_stops_only_the_gold_tables_that_read_it(
+    spark: SparkSession, settings: Settings
+) -> None:
+    """Gold tables are built as their own inputs are; a failed silver build stops its readers."""
+    catalog = TableCatalog(settings.tables_root)
+    generate(settings.landing_dir, GeneratorConfig(seed=3, customers=40, days=60))
+    # A customer without its key breaks the `fail` rule of silver.customers.
+    keyless = settings.landing_dir / "customers" / "customers_2030-01-01.json"
+    keyless.write_text('{"customer_id": null, "updated_at": "2030-01-01T00:00:00"}\n')
+
+    with pytest.raises(ExpectationFailed, match="valid_customer_id"):
+        run_pipeline(spark, settings, catalog)
+
+    assert catalog.read(spark, SILVER_CUSTOMERS).count() == 0  # the batch committed nothing
+    assert not catalog.exists(spark, GOLD_CUSTOMER_PROFILE)
+    for name in (GOLD_CUSTOMER_TRANSACTIONS, GOLD_LABELS):
+        assert catalog.read(spark, name).count() > 0, name
+    for entity in ("transactions", "loan_applications", "repayments"):
+        assert accounting(spark, catalog, entity).balanced, entity
 
 
 @pytest.mark.parametrize("parallel", [True, False])
