@@ -206,7 +206,6 @@ def _bronze_and_silver(
     started = time.perf_counter()
     ensure_shared_tables(spark, catalog)
     bronze_done: dict[str, float] = {}
-    silver_done: dict[str, float] = {}
     lock = threading.Lock()
     built: set[str] = set()  # silver tables built by this run
     gold_builds: dict[str, Future[int]] = {}
@@ -230,7 +229,6 @@ def _bronze_and_silver(
         ingested = _ingest(spark, settings, catalog, entity)
         bronze_done[entity] = time.perf_counter()
         silver = _build(spark, settings, catalog, report.run_id, entity)
-        silver_done[entity] = time.perf_counter()
         if gold:
             with lock:
                 built.add(silver_table(entity))
