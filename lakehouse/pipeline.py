@@ -184,7 +184,7 @@ def _log_gold(counts: dict[str, int]) -> None:
         log.info("[gold]   %-40s %8d rows", name, rows)
 
 
-def _bronze_and_silver(
+def _chained_stages(
     spark: SparkSession,
     settings: Settings,
     catalog: TableCatalog,
@@ -212,8 +212,10 @@ def _bronze_and_silver(
     created_at: list[dt.datetime] = []  # one created_at for every gold row of the run
     gold_pool = ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="lakehouse-gold")
 
-    def start_ready_gold() -> None:
+    def silver_built(table_name: str) -> None:
+        """Record a built silver table and start the gold tables now ready."""
         with lock:
+            built.add(table_name)
             for table in GOLD_TABLES:
                 if table.name in gold_builds or not set(table.inputs) <= built:
                     continue
@@ -230,9 +232,7 @@ def _bronze_and_silver(
         bronze_done[entity] = time.perf_counter()
         silver = _build(spark, settings, catalog, report.run_id, entity)
         if gold:
-            with lock:
-                built.add(silver_table(entity))
-            start_ready_gold()
+            silver_built(silver_table(entity))
         return ingested, silver
 
     try:
@@ -280,7 +280,7 @@ def run_pipeline(
     if parallel and "bronze" in stages and "silver" in stages:
         chained = {"bronze", "silver", *(["gold"] if "gold" in stages else [])}
         log.info("%s starting", " ".join(f"[{stage}]" for stage in STAGES if stage in chained))
-        _bronze_and_silver(spark, settings, catalog, report, parallel, gold="gold" in chained)
+        _chained_stages(spark, settings, catalog, report, parallel, gold="gold" in chained)
     for stage in STAGES:
         if stage not in stages or stage in chained:
             continue
