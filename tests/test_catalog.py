@@ -143,6 +143,30 @@ def test_local_tables_have_no_checksum_sidecars(spark: SparkSession, catalog: Ta
     assert [name for name in files if name.endswith(".crc")] == []
 
 
+def test_a_written_commit_is_never_replaced(spark: SparkSession, catalog: TableCatalog) -> None:
+    """Commits to local tables go through Delta's local log store, which refuses an overwrite."""
+    path = catalog.path("silver.commits")
+    spark.range(3).write.format("delta").save(path)
+    first = Path(path) / "_delta_log" / "00000000000000000000.json"
+    before = first.read_text()
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    actions = jvm.java.util.ArrayList()
+    actions.add('{"commitInfo":{}}')
+    with pytest.raises(Exception, match="FileAlreadyExistsException") as raised:
+        log.store().write(
+            jvm.org.apache.hadoop.fs.Path(first.as_uri()),
+            jvm.scala.jdk.javaapi.CollectionConverters.asScala(actions.iterator()),
+            False,
+            log.newDeltaHadoopConf(),
+        )
+    assert "io.delta.storage.LocalLogStore" in str(raised.value)
+    assert first.read_text() == before
+    assert sorted(p.name for p in first.parent.iterdir() if p.is_file()) == [first.name]
+    assert spark.read.format("delta").load(path).count() == 3
+
+
 def test_describe_reads_what_history_says(spark: SparkSession, catalog: TableCatalog) -> None:
     from delta.tables import DeltaTable
 
