@@ -1,18 +1,21 @@
-"""Delta Lake's JVM side: resolve it from Maven Central once, then reuse it from ``~/.m2``.
+"""The JVM side: Delta Lake's jars from Maven Central, and the platform's local file system.
 
-``python -m lakehouse.jars`` (run by ``make setup``) checks Java, resolves the jars with Maven
-when they are missing and prints their paths. A second run finds them and does nothing else.
+``python -m lakehouse.jars`` (run by ``make setup``) checks Java, resolves Delta's jars with
+Maven when they are missing, builds the local file system's jar when it is missing (see
+:func:`local_fs_jar`) and prints their paths. A second run finds them and does nothing else.
 No jar is ever committed to the repository.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -122,6 +125,66 @@ def resolve_jars(repo: Path | None = None) -> list[Path]:
     return paths
 
 
+#: Hadoop's raw local file system, setting permissions with java.nio instead of a forked ``chmod``.
+LOCAL_FS_CLASS = "io.lakehouse.fs.NioRawLocalFileSystem"
+_LOCAL_FS_SOURCE = Path(__file__).with_name("jvm") / "NioRawLocalFileSystem.java"
+
+
+def spark_jars_dir() -> Path:
+    """The jars of the Spark this Python runs: ``$SPARK_HOME/jars``, else pyspark's own."""
+    spark_home = os.environ.get("SPARK_HOME")
+    if spark_home and (Path(spark_home) / "jars").is_dir():
+        return Path(spark_home) / "jars"
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "jars"
+
+
+def cache_dir() -> Path:
+    """Where built jars are kept: ``$XDG_CACHE_HOME/lakehouse`` (default ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "lakehouse"
+
+
+def local_fs_jar(build: bool = True, cache: Path | None = None) -> Path | None:
+    """The jar of :data:`LOCAL_FS_CLASS`, compiled from its source on first use.
+
+    Without Hadoop's native library (not shipped with pyspark), Hadoop's local file system
+    forks ``chmod`` for every file and directory it creates: each Delta commit, checkpoint
+    file and data file. The class in ``lakehouse/jvm`` makes the same change with a system call.
+    It is compiled with ``javac`` against Spark's own Hadoop jar, once per source and Hadoop
+    version (both are in the jar's name), into :func:`cache_dir`. Returns ``None`` when the jar
+    is missing and cannot be built (``build`` False, no ``javac``: a Java runtime without its
+    development kit, or no Hadoop jar); Spark then keeps Hadoop's own local file system.
+    """
+    hadoop = sorted(spark_jars_dir().glob("hadoop-client-api-*.jar"))
+    if not hadoop:
+        return None
+    digest = hashlib.sha256(_LOCAL_FS_SOURCE.read_bytes() + hadoop[-1].name.encode()).hexdigest()
+    jar = (cache or cache_dir()) / f"lakehouse-localfs-{digest[:12]}.jar"
+    if jar.is_file():
+        return jar
+    javac = shutil.which("javac")
+    jar_tool = shutil.which("jar")
+    if not build or javac is None or jar_tool is None:
+        return None
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=jar.parent) as work:
+        classes = Path(work) / "classes"
+        compile_ = [javac, "--release", "17", "-nowarn", "-cp", str(hadoop[-1])]
+        steps = [
+            [*compile_, "-d", str(classes), str(_LOCAL_FS_SOURCE)],
+            [jar_tool, "cf", str(Path(work) / jar.name), "-C", str(classes), "."],
+        ]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                log.warning("could not build %s: %s", jar.name, (done.stdout + done.stderr)[-500:])
+                return None
+        os.replace(Path(work) / jar.name, jar)  # atomic: concurrent builds cannot tear it
+    log.info("built %s", jar)
+    return jar
+
+
 def main() -> int:
     """Check Java and resolve the jars; print one path a line."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -135,6 +198,11 @@ def main() -> int:
     print(f"java {major}; delta {DELTA_VERSION} for spark {SPARK_BINARY_VERSION}:")
     for path in paths:
         print(f"  {path}")
+    local_fs = local_fs_jar()
+    if local_fs is None:
+        print("local file system: Hadoop's own (no javac to build the platform's)")
+    else:
+        print(f"local file system: {local_fs}")
     return 0
 
 

@@ -1,4 +1,5 @@
 import json
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -165,6 +166,35 @@ def test_a_written_commit_is_never_replaced(spark: SparkSession, catalog: TableC
     assert first.read_text() == before
     assert sorted(p.name for p in first.parent.iterdir() if p.is_file()) == [first.name]
     assert spark.read.format("delta").load(path).count() == 3
+
+
+def test_local_files_get_their_permissions_without_a_fork(
+    spark: SparkSession, catalog: TableCatalog
+) -> None:
+    """A local session writes through the platform's local file system, permissions intact."""
+    from lakehouse.jars import LOCAL_FS_CLASS
+
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    fs = jvm.org.apache.hadoop.fs.FileSystem.get(jvm.java.net.URI("file:///"), conf)
+    assert fs.getClass().getName() == LOCAL_FS_CLASS
+    path = Path(catalog.path("silver.permissions"))
+    spark.range(5).write.format("delta").save(str(path))
+    permission = jvm.org.apache.hadoop.fs.permission.FsPermission
+    umask = permission.getUMask(conf).toShort()  # Hadoop's own, fs.permissions.umask-mode
+    written = [*path.glob("*.parquet"), *path.glob("_delta_log/*.json")]
+    assert len(written) >= 2
+    for item in written:  # created with Hadoop's file default, rw-rw-rw- less the umask
+        assert stat.S_IMODE(item.stat().st_mode) == 0o666 & ~umask, item
+    assert spark.read.format("delta").load(str(path)).count() == 5
+    # Any mode Hadoop asks for, the sticky bit (left to Hadoop's own way) included.
+    for target, mode in ((written[-1], 0o640), (path / "_delta_log", 0o1750)):
+        fs.setPermission(jvm.org.apache.hadoop.fs.Path(target.as_uri()), permission(mode))
+        assert stat.S_IMODE(target.stat().st_mode) == mode
+    absent = jvm.org.apache.hadoop.fs.Path((path / "absent").as_uri())
+    with pytest.raises(Exception, match="NoSuchFileException"):
+        fs.setPermission(absent, permission(0o644))
 
 
 def test_describe_reads_what_history_says(spark: SparkSession, catalog: TableCatalog) -> None:

@@ -1,3 +1,4 @@
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,44 @@ def test_old_java_is_rejected(monkeypatch) -> None:
     monkeypatch.setattr(jars, "java_major_version", lambda: 11)
     with pytest.raises(jars.SetupError, match="Java 11 found, but Spark 4 needs Java 17"):
         jars.check_java()
+
+
+def test_local_fs_jar_is_built_once(tmp_path: Path, monkeypatch) -> None:
+    jar = jars.local_fs_jar(cache=tmp_path)
+    assert jar is not None and jar.parent == tmp_path
+    with zipfile.ZipFile(jar) as built:
+        assert "io/lakehouse/fs/NioRawLocalFileSystem.class" in built.namelist()
+    built_at = jar.stat().st_mtime_ns
+    monkeypatch.setattr(jars.shutil, "which", lambda _: None)  # javac is never called again
+    assert jars.local_fs_jar(cache=tmp_path) == jar
+    assert jar.stat().st_mtime_ns == built_at
+    assert [p.name for p in tmp_path.iterdir()] == [jar.name]  # no build folder left behind
+
+
+def test_no_javac_keeps_hadoops_local_fs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(jars.shutil, "which", lambda _: None)
+    assert jars.local_fs_jar(cache=tmp_path) is None
+    from lakehouse import spark
+    from lakehouse.settings import load_settings
+
+    monkeypatch.setattr(spark, "local_fs_jar", lambda: None)
+    conf = spark.spark_conf(load_settings("local", env={"LAKEHOUSE_HOME": str(tmp_path)}))
+    assert conf["spark.hadoop.fs.file.impl"] == "org.apache.hadoop.fs.RawLocalFileSystem"
+    assert "spark.driver.extraClassPath" not in conf
+
+
+@pytest.mark.parametrize(
+    ("master", "launches_jvm", "platform_fs"),
+    [("local[2]", True, True), ("local[2]", False, False), ("spark://m:7077", True, False)],
+)
+def test_only_a_local_jvm_this_process_starts_uses_the_platform_fs(
+    tmp_path: Path, master: str, launches_jvm: bool, platform_fs: bool
+) -> None:
+    """Executors of a cluster and a driver started by spark-submit lack the jar."""
+    from lakehouse.settings import load_settings
+    from lakehouse.spark import spark_conf
+
+    env = {"LAKEHOUSE_HOME": str(tmp_path), "LAKEHOUSE_SPARK_MASTER": master}
+    conf = spark_conf(load_settings("local", env=env), launches_jvm=launches_jvm)
+    assert (conf["spark.hadoop.fs.file.impl"] == jars.LOCAL_FS_CLASS) is platform_fs
+    assert ("spark.driver.extraClassPath" in conf) is platform_fs
