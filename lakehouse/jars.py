@@ -145,7 +145,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "lakehouse"
 
 
-def local_fs_jar(build: bool = True, cache: Path | None = None) -> Path | None:
+def local_fs_jar(cache: Path | None = None) -> Path | None:
     """The jar of :data:`LOCAL_FS_CLASS`, compiled from its source on first use.
 
     Without Hadoop's native library (not shipped with pyspark), Hadoop's local file system
@@ -153,8 +153,8 @@ def local_fs_jar(build: bool = True, cache: Path | None = None) -> Path | None:
     file and data file. The class in ``lakehouse/jvm`` makes the same change with a system call.
     It is compiled with ``javac`` against Spark's own Hadoop jar, once per source and Hadoop
     version (both are in the jar's name), into :func:`cache_dir`. Returns ``None`` when the jar
-    is missing and cannot be built (``build`` False, no ``javac``: a Java runtime without its
-    development kit, or no Hadoop jar); Spark then keeps Hadoop's own local file system.
+    is missing and cannot be built (no ``javac``: a Java runtime without its development kit;
+    no Hadoop jar; a failed build, logged); Spark then keeps Hadoop's own local file system.
     """
     hadoop = sorted(spark_jars_dir().glob("hadoop-client-api-*.jar"))
     if not hadoop:
@@ -165,7 +165,7 @@ def local_fs_jar(build: bool = True, cache: Path | None = None) -> Path | None:
         return jar
     javac = shutil.which("javac")
     jar_tool = shutil.which("jar")
-    if not build or javac is None or jar_tool is None:
+    if javac is None or jar_tool is None:
         return None
     jar.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=jar.parent) as work:
@@ -200,7 +200,7 @@ def main() -> int:
         print(f"  {path}")
     local_fs = local_fs_jar()
     if local_fs is None:
-        print("local file system: Hadoop's own (no javac to build the platform's)")
+        print("local file system: Hadoop's own (the platform's was not built: it needs javac)")
     else:
         print(f"local file system: {local_fs}")
     return 0

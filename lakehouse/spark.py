@@ -143,8 +143,9 @@ def get_spark(
     settings.home.mkdir(parents=True, exist_ok=True)
 
     builder = SparkSession.builder.appName(app_name)
-    options = spark_conf(settings, launches_jvm=not _under_spark_submit())
-    if not _under_spark_submit():
+    launches_jvm = not _under_spark_submit()
+    options = spark_conf(settings, launches_jvm=launches_jvm)
+    if launches_jvm:
         # This process starts the JVM: it decides the master and the class path. Under
         # spark-submit both come from the command line (--master, --jars).
         builder = builder.master(settings.spark_master)
