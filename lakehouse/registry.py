@@ -46,6 +46,9 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.catalog import GOLD_MODEL_GATE_AUDIT
+from lakehouse.model_config import GATE_METRICS as GATE_METRICS
+from lakehouse.model_config import LOWER_IS_BETTER as LOWER_IS_BETTER
+from lakehouse.model_config import GateConfig as GateConfig
 from lakehouse.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,18 +70,8 @@ PROMOTED = "promoted"
 CHALLENGER_VERDICT = "challenger"
 REJECTED = "rejected"
 
-#: Metrics of :func:`lakehouse.training.evaluate`; the gate may use any of them.
-GATE_METRICS: tuple[str, ...] = (
-    "roc_auc",
-    "pr_auc",
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "log_loss",
-    "brier",
-)
-LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier"})
+# GATE_METRICS, LOWER_IS_BETTER and GateConfig are imported above from
+# lakehouse.model_config, which the CLI reads without importing MLflow.
 
 #: One row per gate decision.
 GATE_AUDIT_SCHEMA = StructType(
@@ -102,37 +95,6 @@ GATE_AUDIT_SCHEMA = StructType(
         StructField("table_versions", StringType(), False),  # JSON: Delta table -> version
     ]
 )
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Thresholds of the gate.
-
-    Attributes:
-        metric: the metric compared (one of :data:`GATE_METRICS`).
-        min_value: absolute floor (a ceiling for lower-is-better metrics).
-        tolerance: how much worse than the champion the candidate may be.
-        auto_promote: make a passing candidate champion at once; otherwise it stays
-            challenger until :func:`promote`.
-    """
-
-    metric: str = "roc_auc"
-    min_value: float = 0.70
-    tolerance: float = 0.01
-    auto_promote: bool = True
-
-    def __post_init__(self) -> None:
-        if self.metric not in GATE_METRICS:
-            raise ValueError(
-                f"gate metric must be one of {', '.join(GATE_METRICS)}, got {self.metric!r}"
-            )
-        if self.tolerance < 0:
-            raise ValueError(f"gate tolerance must be >= 0, got {self.tolerance}")
-
-    @property
-    def greater_is_better(self) -> bool:
-        """Whether a larger value of the metric is better."""
-        return self.metric not in LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)

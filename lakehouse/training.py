@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
@@ -39,6 +39,8 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from lakehouse.model_config import MODEL_TYPES as MODEL_TYPES
+from lakehouse.model_config import TrainConfig as TrainConfig
 from lakehouse.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,7 +57,8 @@ TIMESTAMP = "application_timestamp"
 KEY_COLUMNS: tuple[str, ...] = ("application_id", "customer_id")
 #: Columns of the application itself that the model reads besides the stored features.
 REQUEST_COLUMNS: tuple[str, ...] = ("loan_amount", "term_months", "purpose")
-MODEL_TYPES: tuple[str, ...] = ("random_forest", "hist_gradient_boosting")
+# MODEL_TYPES and TrainConfig are imported above from lakehouse.model_config, which the
+# CLI reads without importing scikit-learn.
 #: Probability at or above which an application is classed as a default.
 DECISION_THRESHOLD = 0.5
 MODEL_ARTIFACT = "model"
@@ -81,66 +84,6 @@ class TrainingSetLike(Protocol):
 
 #: Builds a training set, optionally as of given Delta table versions.
 TrainingSetBuilder = Callable[..., TrainingSetLike]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Model family, hyperparameters and the holdout of one training run.
-
-    Attributes:
-        model_type: ``random_forest`` or ``hist_gradient_boosting``.
-        n_estimators: trees of the forest, or boosting iterations.
-        max_depth: maximum tree depth; ``None`` for unlimited.
-        learning_rate: shrinkage of gradient boosting (ignored by the forest).
-        min_samples_leaf: minimum rows in a leaf.
-        seed: seeds the model and the permutation importance.
-        holdout_fraction: share of the newest applications held out for evaluation.
-    """
-
-    model_type: str = "random_forest"
-    n_estimators: int = 200
-    max_depth: int | None = 8
-    learning_rate: float = 0.1
-    min_samples_leaf: int = 5
-    seed: int = 42
-    holdout_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(
-                f"model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}"
-            )
-        if self.n_estimators < 1:
-            raise ValueError(f"n_estimators must be >= 1, got {self.n_estimators}")
-        if self.max_depth is not None and self.max_depth < 1:
-            raise ValueError(f"max_depth must be >= 1 or None, got {self.max_depth}")
-        if not 0 < self.learning_rate <= 1:
-            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
-        if self.min_samples_leaf < 1:
-            raise ValueError(f"min_samples_leaf must be >= 1, got {self.min_samples_leaf}")
-        if not 0 < self.holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-
-    def to_params(self) -> dict[str, str]:
-        """The configuration as MLflow params (strings)."""
-        return {k: str(v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> TrainConfig:
-        """Rebuild the configuration a run logged with :meth:`to_params`."""
-        missing = [k for k in cls.__dataclass_fields__ if k not in params]
-        if missing:
-            raise ValueError(f"run params lack the training configuration: {', '.join(missing)}")
-        depth = params["max_depth"]
-        return cls(
-            model_type=params["model_type"],
-            n_estimators=int(params["n_estimators"]),
-            max_depth=None if depth == "None" else int(depth),
-            learning_rate=float(params["learning_rate"]),
-            min_samples_leaf=int(params["min_samples_leaf"]),
-            seed=int(params["seed"]),
-            holdout_fraction=float(params["holdout_fraction"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import shlex
 import sys
 
 from lakehouse.settings import load_settings
-from lakehouse.tracking import env_vars, is_local_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def ui_command(port: int) -> list[str]:
     """The ``mlflow ui`` command line for the settings in effect."""
+    from lakehouse.tracking import is_local_store
+
     settings = load_settings()
     command = [
         sys.executable,
@@ -62,6 +63,8 @@ def run_ui(args: argparse.Namespace) -> int:
 
 def run_env(args: argparse.Namespace) -> int:
     """Print ``export K=V`` lines."""
+    from lakehouse.tracking import env_vars
+
     for key, value in env_vars(load_settings()).items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from lakehouse.console import render_rows
-from lakehouse.registry import history, promote, rollback
 from lakehouse.settings import load_settings
 
 
@@ -33,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_promote(args: argparse.Namespace) -> int:
     """Promote one version."""
+    from lakehouse.registry import promote
+
     settings = load_settings()
     try:
         previous = promote(settings, args.version, force=args.force)
@@ -45,6 +46,8 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_rollback(args: argparse.Namespace) -> int:
     """Restore the previous champion."""
+    from lakehouse.registry import rollback
+
     settings = load_settings()
     try:
         restored = rollback(settings)
@@ -57,6 +60,8 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 def run_history(args: argparse.Namespace) -> int:
     """Print every version, newest first."""
+    from lakehouse.registry import history
+
     settings = load_settings()
     records = history(settings)
     if not records:

@@ -7,13 +7,14 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from lakehouse.catalog import TableCatalog
-from lakehouse.registry import GATE_METRICS, GateConfig
-from lakehouse.settings import Settings
-from lakehouse.training import MODEL_TYPES, TrainConfig, TrainResult
+from lakehouse.model_config import GATE_METRICS, MODEL_TYPES, GateConfig, TrainConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from lakehouse.catalog import TableCatalog
+    from lakehouse.settings import Settings
+    from lakehouse.training import TrainResult
 
 
 def _positive_int(text: str) -> int:
