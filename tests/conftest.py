@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
@@ -15,6 +17,28 @@ from lakehouse.settings import Settings, load_settings
 from lakehouse.spark import get_spark
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The JIT setting of every JVM the tests start in a child process (spark-submit jobs, the demo,
+#: notebook kernels, ``lakehouse sql``, Feast, a standalone cluster): these live seconds to a few
+#: minutes, and C1 alone costs them about a tenth less CPU than C1 and C2 (the demo: 300 against
+#: 340 CPU seconds). The suite is CPU-bound on two cores. The shared session below lives for the
+#: whole run, so it is started without it.
+CHILD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+os.environ.setdefault("JDK_JAVA_OPTIONS", CHILD_JVM_OPTIONS)
+
+
+@contextmanager
+def environ(env: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[None]:
+    """``os.environ`` updated with ``env`` and without ``drop`` inside the block, then restored."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    for name in drop:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +62,13 @@ def base_settings(session_home: Path) -> Settings:
 def spark(base_settings: Settings) -> Iterator[SparkSession]:
     """The one SparkSession of the test run (Delta on, UI off)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = get_spark(
-        base_settings,
-        app_name="lakehouse-tests",
-        conf={"spark.driver.memory": "2g"},
-        register_tables=False,
-    )
+    with environ({}, drop=("JDK_JAVA_OPTIONS",) if _child_option_only() else ()):
+        session = get_spark(
+            base_settings,
+            app_name="lakehouse-tests",
+            conf={"spark.driver.memory": "2g"},
+            register_tables=False,
+        )
     yield session
     session.stop()
 
@@ -76,27 +101,66 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _child_option_only() -> bool:
+    """Whether ``JDK_JAVA_OPTIONS`` is this module's default (not one the caller chose)."""
+    return os.environ.get("JDK_JAVA_OPTIONS") == CHILD_JVM_OPTIONS
+
+
+class NotebookKernel:
+    """One Jupyter kernel in which notebooks run one after another, top to bottom.
+
+    Every notebook starts with ``%reset -f``: the names the one before defined (its imports,
+    ``spark``, ``settings``) are gone, so a notebook that leans on another's fails here as in a
+    fresh kernel. What stays is the process: imported modules and the JVM, in which the next
+    notebook's ``get_spark`` starts its own SparkContext after the last one's ``spark.stop()``.
+    That spares each notebook after the first a kernel, a JVM and the imports (MLflow, Feast).
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self._km: Any = None
+
+    def run(self, name: str) -> str:
+        """Execute ``notebooks/<name>``; fail on the first cell that raises; return its prints."""
+        import nbformat
+        from nbclient import NotebookClient
+
+        nb = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
+        client = NotebookClient(
+            nb,
+            km=self._km,
+            timeout=900,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}},
+        )
+        try:
+            with environ(self.env):  # the kernel, started by the first notebook, inherits it
+                client.execute(cleanup_kc=False)
+        finally:
+            self._km = client.km
+            if client.kc is not None:
+                client.kc.stop_channels()
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        return "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+
+    def close(self) -> None:
+        """Shut the kernel down (and the JVM it started)."""
+        from nbclient.util import run_sync
+
+        if self._km is not None and self._km.has_kernel:
+            run_sync(self._km.shutdown_kernel)(now=False)
+            run_sync(self._km.cleanup_resources)()
+        self._km = None
+
+
 def execute_notebook(name: str, env: dict[str, str]) -> str:
     """Execute ``notebooks/<name>`` top to bottom in a fresh kernel with ``env``.
 
     Fails on the first cell that raises; returns everything the cells printed.
     """
-    import nbformat
-    from nbclient import NotebookClient
-
-    saved = dict(os.environ)
-    os.environ.update(env)
+    kernel = NotebookKernel(env)
     try:
-        nb = nbformat.read(REPO_ROOT / "notebooks" / name, as_version=4)
-        client = NotebookClient(
-            nb,
-            timeout=900,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}},
-        )
-        client.execute()
+        return kernel.run(name)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    return "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+        kernel.close()

@@ -1,8 +1,8 @@
 """The README's demo command end to end, then the notebooks that need its whole lifecycle.
 
-`lakehouse demo` runs in its own process on a small world: data, bronze, silver, gold, the
+`lakehouse demo` runs in its own process on its default world: data, bronze, silver, gold, the
 feature store, training with the gate, batch and streaming scoring. The feature store,
-training and scoring notebooks then run against what it built.
+training and scoring notebooks then run against what it built, in that order, in one kernel.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, execute_notebook
+from tests.conftest import REPO_ROOT, NotebookKernel
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +43,18 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return home, done.stdout
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {
-        "LAKEHOUSE_HOME": str(home),
+@pytest.fixture(scope="module")
+def kernel(demo_home: tuple[Path, str]) -> Iterator[NotebookKernel]:
+    """The kernel the notebooks share, its state under the demo's home."""
+    env = {
+        "LAKEHOUSE_HOME": str(demo_home[0]),
         "LAKEHOUSE_SPARK_MASTER": "local[1]",
         "LAKEHOUSE_SHUFFLE_PARTITIONS": "2",
         "PYSPARK_PYTHON": sys.executable,
     }
+    notebooks = NotebookKernel(env)
+    yield notebooks
+    notebooks.close()
 
 
 def test_demo_runs_every_step_and_prints_a_summary(demo_home: tuple[Path, str]) -> None:
@@ -63,16 +69,16 @@ def test_demo_runs_every_step_and_prints_a_summary(demo_home: tuple[Path, str]) 
     assert "Done in" in out
 
 
-def test_feature_store_notebook(demo_home: tuple[Path, str]) -> None:
-    text = execute_notebook("02_feature_store.ipynb", _env(demo_home[0]))
+def test_feature_store_notebook(kernel: NotebookKernel) -> None:
+    text = kernel.run("02_feature_store.ipynb")
     assert "feature service: credit_risk_v1" in text
 
 
-def test_training_notebook(demo_home: tuple[Path, str]) -> None:
-    text = execute_notebook("03_train_and_register.ipynb", _env(demo_home[0]))
+def test_training_notebook(kernel: NotebookKernel) -> None:
+    text = kernel.run("03_train_and_register.ipynb")
     assert "gate:" in text
 
 
-def test_scoring_notebook(demo_home: tuple[Path, str]) -> None:
-    text = execute_notebook("04_scoring.ipynb", _env(demo_home[0]))
+def test_scoring_notebook(kernel: NotebookKernel) -> None:
+    text = kernel.run("04_scoring.ipynb")
     assert "champion: credit_risk_model version" in text
