@@ -397,6 +397,11 @@ class ModelCache:
 
 
 # --- Selection and features ------------------------------------------------------------------
+def _check_range(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and _as_utc(start) >= _as_utc(end):
+        raise ValueError(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+
+
 def _as_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -415,8 +420,7 @@ def select_applications(
         start, end: keep ``start <= applied_at < end`` (naive datetimes are UTC).
         unscored_by: keep only applications with no prediction of this model version yet.
     """
-    if start is not None and end is not None and _as_utc(start) >= _as_utc(end):
-        raise ValueError(f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+    _check_range(start, end)
     if not catalog.exists(spark, SILVER_LOAN_APPLICATIONS):
         raise FileNotFoundError(
             f"no table {SILVER_LOAN_APPLICATIONS} at {catalog.path(SILVER_LOAN_APPLICATIONS)}: "
@@ -757,6 +761,7 @@ def score_batch(
     rows = ARROW_BATCH_SIZE if arrow_batch_size is None else arrow_batch_size
     if rows < 1:
         raise ValueError(f"arrow_batch_size must be >= 1, got {rows}")
+    _check_range(start, end)  # before the registry is asked for the model
     laps = _Laps()
     model = resolve_model(settings, model_uri)
     log.info("scoring with %s (run %s)", model.uri, model.run_id)

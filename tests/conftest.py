@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +84,18 @@ def settings(base_settings: Settings, tmp_path: Path) -> Settings:
 def catalog(settings: Settings) -> TableCatalog:
     """A table catalog rooted at this test's own temporary folder."""
     return TableCatalog(settings.tables_root)
+
+
+def copy_tables(source: TableCatalog, target: TableCatalog, names: list[str]) -> None:
+    """Copy the Delta tables ``names`` from ``source`` to ``target``, folder by folder.
+
+    A Delta log names its data files relative to the table's folder, so each copy is a table
+    of its own, at the same versions and with the same history as the original. Tests that
+    start from the same hand-built tables write them once per module and copy them per test
+    (milliseconds against a few seconds of Delta commits).
+    """
+    for name in names:
+        shutil.copytree(source.path(name), target.path(name))
 
 
 @pytest.fixture

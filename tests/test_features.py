@@ -39,6 +39,7 @@ from lakehouse.schemas import (
 from lakehouse.settings import Settings
 from lakehouse.spark import spark_conf
 from lakehouse.tables import overwrite
+from tests.conftest import copy_tables
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FEAST = str(REPO_ROOT / ".venv" / "bin" / "feast")
@@ -180,10 +181,23 @@ def write_gold(spark: SparkSession, catalog: TableCatalog) -> None:
         overwrite(spark, catalog, name, spark.createDataFrame(rows, schema))
 
 
-@pytest.fixture
-def gold(spark: SparkSession, settings: Settings, catalog: TableCatalog) -> Settings:
-    """Gold tables written and the Feast repository applied; returns the settings."""
+GOLD_TABLES = [GOLD_CUSTOMER_PROFILE, GOLD_CUSTOMER_TRANSACTIONS, GOLD_LABELS]
+
+
+@pytest.fixture(scope="module")
+def gold_tables(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> TableCatalog:
+    """The hand-built gold tables, written once for the module (tests get copies)."""
+    catalog = TableCatalog(str(tmp_path_factory.mktemp("gold-tables")))
     write_gold(spark, catalog)
+    return catalog
+
+
+@pytest.fixture
+def gold(
+    spark: SparkSession, settings: Settings, catalog: TableCatalog, gold_tables: TableCatalog
+) -> Settings:
+    """Gold tables (copies of :func:`write_gold`'s) and the Feast repository applied."""
+    copy_tables(gold_tables, catalog, GOLD_TABLES)
     features.use_session(spark)
     features.apply(settings)
     return settings

@@ -60,6 +60,7 @@ from lakehouse.scoring import (
     write_predictions,
 )
 from lakehouse.settings import Settings
+from tests.conftest import copy_tables
 
 REPO = Path(__file__).resolve().parent.parent
 FEATURES_SPEC = "tests.test_scoring:pit_features"
@@ -325,10 +326,21 @@ class World:
     version: int
 
 
-@pytest.fixture
-def world(spark: SparkSession, settings: Settings, catalog: TableCatalog) -> World:
-    """Gold features, silver applications and a champion model version 1."""
+WORLD_TABLES = [GOLD_CUSTOMER_PROFILE, GOLD_CUSTOMER_TRANSACTIONS, SILVER_LOAN_APPLICATIONS]
+
+
+@pytest.fixture(scope="module")
+def world_tables(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> TableCatalog:
+    """:func:`write_world`'s tables, written once for the module (tests get copies)."""
+    catalog = TableCatalog(str(tmp_path_factory.mktemp("scoring-tables")))
     write_world(spark, catalog)
+    return catalog
+
+
+@pytest.fixture
+def world(settings: Settings, catalog: TableCatalog, world_tables: TableCatalog) -> World:
+    """Gold features, silver applications and a champion model version 1."""
+    copy_tables(world_tables, catalog, WORLD_TABLES)
     return World(settings, catalog, register_model(settings, seed=1, c=1.0))
 
 
@@ -434,12 +446,15 @@ def test_batch_time_range_scores_only_that_range(spark: SparkSession, world: Wor
     assert sorted(r["application_id"] for r in rest.collect()) == ["A2", "A3", "A4", "A5"]
 
 
-def test_batch_rejects_an_empty_range(spark: SparkSession, world: World) -> None:
+def test_batch_rejects_an_empty_range(
+    spark: SparkSession, settings: Settings, catalog: TableCatalog
+) -> None:
+    # Before anything is read: there is no model and no table here.
     with pytest.raises(ValueError, match=r"start \(2026-01-05.*\) must be before end"):
         score_batch(
             spark,
-            world.settings,
-            world.catalog,
+            settings,
+            catalog,
             features_fn=pit_features,
             start=ts("2026-01-05"),
             end=ts("2026-01-05"),
