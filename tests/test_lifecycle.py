@@ -1,8 +1,8 @@
 """The README's demo command end to end, then the notebooks that need its whole lifecycle.
 
 `lakehouse demo` runs in its own process on its default world: data, bronze, silver, gold, the
-feature store, training with the gate, batch and streaming scoring. The feature store,
-training and scoring notebooks then run against what it built, in that order, in one kernel.
+feature store, training with the gate, batch and streaming scoring. The notebooks then run
+against what it built, in their order (explore, feature store, training, scoring), in one kernel.
 """
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ def test_demo_runs_every_step_and_prints_a_summary(demo_home: tuple[Path, str]) 
     for table in ("silver.quarantine", "gold.labels", "gold.predictions"):
         assert table in out.split("Quarantine")[0], table
     assert "Done in" in out
+
+
+def test_explore_notebook(kernel: NotebookKernel) -> None:
+    text = kernel.run("01_explore_lakehouse.ipynb")
+    assert "rows at version 0" in text
 
 
 def test_feature_store_notebook(kernel: NotebookKernel) -> None:

@@ -1,8 +1,8 @@
 """The medallion pipeline end to end on generated data: exactly once, idempotent, accounted.
 
 One small world is generated and pushed through bronze, silver and gold on the shared session;
-the tests then check it from the same session, from spark-submit jobs, from concurrent Spark
-applications and from the notebook.
+the tests then check it from the same session, from spark-submit jobs and from concurrent Spark
+applications (the exploration notebook runs on the demo's tables, in tests/test_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from lakehouse.expectations import ExpectationFailed
 from lakehouse.pipeline import PipelineReport, for_each_entity, run_pipeline
 from lakehouse.settings import Settings
 from lakehouse.silver import accounting
-from tests.conftest import execute_notebook
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = GeneratorConfig(
@@ -254,11 +253,3 @@ def test_two_applications_read_the_same_tables_at_once(spark: SparkSession, worl
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
         assert str(expected) in out.split()
-
-
-@pytest.mark.slow
-def test_notebook_explores_the_tables(world: World) -> None:
-    text = execute_notebook(
-        "01_explore_lakehouse.ipynb", {**_env(world.settings), "LAKEHOUSE_SPARK_MASTER": "local[1]"}
-    )
-    assert "rows at version 0" in text
