@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,30 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: whole run, so it is started without it.
 CHILD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 os.environ.setdefault("JDK_JAVA_OPTIONS", CHILD_JVM_OPTIONS)
-
-
-#: The modules that take longest, longest first; the others follow in file order. The suite runs
-#: on two workers, each taking the next module when it is free (``--dist loadfile
-#: --no-loadscope-reorder``): the long ones start early and the short ones fill the end, so
-#: neither worker finishes long before the other. xdist's own order (most tests first) started
-#: the demo's module and the cluster test last.
-SLOW_MODULES_FIRST = (
-    "test_lifecycle.py",
-    "test_scoring.py",
-    "test_pipeline.py",
-    "test_features.py",
-    "test_training.py",
-    "test_silver.py",
-    "test_registry.py",
-    "test_gold.py",
-    "test_cluster.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the modules by :data:`SLOW_MODULES_FIRST` (a stable sort: tests keep their order)."""
-    rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @contextmanager
@@ -108,6 +84,18 @@ def settings(base_settings: Settings, tmp_path: Path) -> Settings:
 def catalog(settings: Settings) -> TableCatalog:
     """A table catalog rooted at this test's own temporary folder."""
     return TableCatalog(settings.tables_root)
+
+
+def written_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, write: Callable[[TableCatalog], None]
+) -> TableCatalog:
+    """A catalog in a new temporary folder ``name`` holding the tables ``write`` writes there.
+
+    For a module-scoped fixture whose tables the module's tests then copy (:func:`copy_tables`).
+    """
+    catalog = TableCatalog(str(tmp_path_factory.mktemp(name)))
+    write(catalog)
+    return catalog
 
 
 def copy_tables(source: TableCatalog, target: TableCatalog, names: list[str]) -> None:

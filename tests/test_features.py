@@ -39,7 +39,7 @@ from lakehouse.schemas import (
 from lakehouse.settings import Settings
 from lakehouse.spark import spark_conf
 from lakehouse.tables import overwrite
-from tests.conftest import copy_tables
+from tests.conftest import copy_tables, written_once
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FEAST = str(REPO_ROOT / ".venv" / "bin" / "feast")
@@ -187,9 +187,7 @@ GOLD_TABLES = [GOLD_CUSTOMER_PROFILE, GOLD_CUSTOMER_TRANSACTIONS, GOLD_LABELS]
 @pytest.fixture(scope="module")
 def gold_tables(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> TableCatalog:
     """The hand-built gold tables, written once for the module (tests get copies)."""
-    catalog = TableCatalog(str(tmp_path_factory.mktemp("gold-tables")))
-    write_gold(spark, catalog)
-    return catalog
+    return written_once(tmp_path_factory, "gold-tables", lambda c: write_gold(spark, c))
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ from lakehouse.scoring import (
     write_predictions,
 )
 from lakehouse.settings import Settings
-from tests.conftest import copy_tables
+from tests.conftest import copy_tables, written_once
 
 REPO = Path(__file__).resolve().parent.parent
 FEATURES_SPEC = "tests.test_scoring:pit_features"
@@ -332,9 +332,7 @@ WORLD_TABLES = [GOLD_CUSTOMER_PROFILE, GOLD_CUSTOMER_TRANSACTIONS, SILVER_LOAN_A
 @pytest.fixture(scope="module")
 def world_tables(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> TableCatalog:
     """:func:`write_world`'s tables, written once for the module (tests get copies)."""
-    catalog = TableCatalog(str(tmp_path_factory.mktemp("scoring-tables")))
-    write_world(spark, catalog)
-    return catalog
+    return written_once(tmp_path_factory, "scoring-tables", lambda c: write_world(spark, c))
 
 
 @pytest.fixture
