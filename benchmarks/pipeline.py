@@ -1,16 +1,18 @@
 """Pipeline benchmark: the platform against a minimal hand-written Spark job, at two scales.
 
     .venv/bin/python benchmarks/pipeline.py [--small-customers 2000] [--large-customers 20000]
-        [--runs 3] [--skip-demo-memory]
+        [--small-runs 5] [--large-runs 3] [--skip-demo-memory]
 
 For each scale (about 10^5 and 10^6 transactions) it generates a world, runs the platform's
 pipeline (bronze, silver, gold) and a minimal hand-written job doing the same reads and writes
-in the same Spark session, ``--runs`` times each in alternating order, and prints the wall times
-and the ratio of their medians (the platform's overhead).
+in the same Spark session, in pairs (the one going first changes every pair), and prints the
+wall times. The platform's overhead is the median of the pairs' ratios: the two runs of a pair
+are seconds apart, so a machine whose load drifts over minutes (shared machines do) changes both
+alike, where a ratio of medians would pair a quiet run with a busy one.
 Then: how the time grows between the scales against how the data grows, Delta write throughput
-against plain Parquet from the same session (medians of alternating writes of the same cached
-``silver.transactions``, both warm), and the peak memory of `lakehouse demo` (its whole
-process tree, the JVM included). Every figure is printed against its target.
+against plain Parquet from the same session (the median of the ratios of paired writes of the
+same cached ``silver.transactions``, both warm), and the peak memory of `lakehouse demo` (its
+whole process tree, the JVM included). Every figure is printed against its target.
 """
 
 from __future__ import annotations
@@ -87,10 +89,11 @@ def handwritten(spark: SparkSession, landing: Path, out: Path) -> None:
 def one_scale(
     spark: SparkSession, base: Settings, customers: int, days: int, runs: int = 1
 ) -> dict[str, float]:
-    """Generate, then run platform and baseline ``runs`` times each; rows and median times.
+    """Generate, then run platform and baseline ``runs`` times each; rows, times and overhead.
 
     Each run starts from a fresh copy of the landing files (the platform needs empty tables and
     checkpoints); the one going first changes every run, so neither gains from its place.
+    ``overhead`` is the median of the runs' platform / hand-written ratios.
     """
     root = Path(tempfile.mkdtemp(prefix=f"bench-{customers}-"))
     try:
@@ -116,36 +119,42 @@ def one_scale(
                 shutil.rmtree(home, ignore_errors=True)
         platform_s = statistics.median(times["platform"])
         baseline_s = statistics.median(times["hand-written"])
+        ratios = [p / b for p, b in zip(times["platform"], times["hand-written"], strict=True)]
         runs_text = "; ".join(
             f"{name} {', '.join(f'{t:.1f}s' for t in ts)}" for name, ts in times.items()
         )
         medians = f"platform {platform_s:.1f}s, hand-written {baseline_s:.1f}s"
         print(f"  {runs_text} (medians: {medians})")
+        print(f"  platform / hand-written per run: {', '.join(f'{r:.2f}' for r in ratios)}")
         silver = catalog.read(spark, SILVER_TRANSACTIONS).cache()
         rows = silver.count()
-        parquet_s, delta_s = write_times(silver, root / "writes")
+        writes = write_times(silver, root / "writes")
         silver.unpersist()
+        parquet_s = statistics.median(writes["parquet"])
+        delta_s = statistics.median(writes["delta"])
+        write_ratios = [p / d for p, d in zip(writes["parquet"], writes["delta"], strict=True)]
         print(f"  writes of {rows} rows: Parquet {parquet_s:.2f}s, Delta {delta_s:.2f}s (medians)")
         return {
             "transactions": float(txns),
             "platform_s": platform_s,
             "baseline_s": baseline_s,
-            "delta_rps": rows / delta_s,
-            "parquet_rps": rows / parquet_s,
+            "overhead": statistics.median(ratios),
+            "delta_vs_parquet": statistics.median(write_ratios),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def write_times(df: DataFrame, out: Path, rounds: int = 9) -> tuple[float, float]:
-    """Median seconds to write ``df`` as Parquet and into a Delta table: (parquet, delta).
+def write_times(df: DataFrame, out: Path, rounds: int = 15) -> dict[str, list[float]]:
+    """Seconds of each of ``rounds`` writes of ``df`` as Parquet and into a Delta table.
 
     Each timed write puts the rows of ``df`` into a new dataset: a new Parquet folder, or a new
     Delta table created beforehand, untimed, as the platform creates its tables (schema and
     :func:`~lakehouse.tables.table_properties`; a platform table is created once and then
     written to many times), with the session's configuration (the platform's). Both start warm
     (one write of each first, not counted), then take turns for ``rounds``, the one going first
-    changing every round, so neither gains from its place on a busy machine.
+    changing every round, so neither gains from its place on a busy machine. The i-th times of
+    both lists were taken in the same round.
     """
     paths = (str(out / f"{i}") for i in itertools.count())
     spark = df.sparkSession
@@ -173,7 +182,7 @@ def write_times(df: DataFrame, out: Path, rounds: int = 9) -> tuple[float, float
             times[name].append(timed(lambda: write[name](target))[1])  # noqa: B023
         order.reverse()
     shutil.rmtree(out, ignore_errors=True)
-    return statistics.median(times["parquet"]), statistics.median(times["delta"])
+    return times
 
 
 def demo_peak_memory() -> float:
@@ -201,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-customers", type=int, default=20000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument(
-        "--runs", type=int, default=3, help="runs of platform and baseline per scale (median)"
+        "--small-runs", type=int, default=5, help="pairs of platform and baseline runs, small scale"
+    )
+    parser.add_argument(
+        "--large-runs", type=int, default=3, help="pairs of platform and baseline runs, large scale"
     )
     parser.add_argument("--skip-demo-memory", action="store_true")
     args = parser.parse_args(argv)
@@ -217,18 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: JIT and class loading must not count against the first scale.
         one_scale(spark, base, 200, 10)
         print("small scale")
-        small = one_scale(spark, base, args.small_customers, args.days, args.runs)
+        small = one_scale(spark, base, args.small_customers, args.days, args.small_runs)
         print("large scale")
-        large = one_scale(spark, base, args.large_customers, args.days, args.runs)
+        large = one_scale(spark, base, args.large_customers, args.days, args.large_runs)
     finally:
         spark.stop()
     lines = ["", "Figures"]
     for label, r in (("small", small), ("large", large)):
-        lines.append(
-            verdict(
-                f"overhead vs hand-written ({label}, x)", r["platform_s"] / r["baseline_s"], 1.15
-            )
-        )
+        lines.append(verdict(f"overhead vs hand-written ({label}, x)", r["overhead"], 1.15))
     data_growth = large["transactions"] / small["transactions"]
     time_growth = large["platform_s"] / small["platform_s"]
     lines.append(f"{'data growth small -> large (x)':<48} {data_growth:>10.2f}")
@@ -241,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             verdict(
                 f"Delta rows/s vs Parquet rows/s ({label})",
-                r["delta_rps"] / r["parquet_rps"],
+                r["delta_vs_parquet"],
                 0.8,
                 higher_is_better=True,
             )
