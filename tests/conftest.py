@@ -19,12 +19,14 @@ from lakehouse.spark import get_spark
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: The JIT setting of every JVM the tests start in a child process (spark-submit jobs, the demo,
-#: notebook kernels, ``lakehouse sql``, Feast, a standalone cluster): these live seconds to a few
-#: minutes, and C1 alone costs them about a tenth less CPU than C1 and C2 (the demo: 300 against
-#: 340 CPU seconds). The suite is CPU-bound on two cores. The shared session below lives for the
-#: whole run, so it is started without it.
-CHILD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+#: The JIT and collector of every JVM the tests start in a child process (spark-submit jobs, the
+#: demo, notebook kernels, ``lakehouse sql``, Feast, a standalone cluster): these live seconds to
+#: a few minutes, and C1 alone costs them about a tenth less CPU than C1 and C2 (the demo: 300
+#: against 340 CPU seconds); the serial collector, with no concurrent GC threads, about a
+#: fifteenth less than G1 (the three spark-submit jobs of test_pipeline, six rounds each: median
+#: 209 against 223 CPU seconds, lower in five rounds of six). The suite is CPU-bound on two cores.
+#: The shared session below lives for the whole run, so it is started without them.
+CHILD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 os.environ.setdefault("JDK_JAVA_OPTIONS", CHILD_JVM_OPTIONS)
 
 
