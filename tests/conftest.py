@@ -24,9 +24,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: a few minutes, and C1 alone costs them about a tenth less CPU than C1 and C2 (the demo: 300
 #: against 340 CPU seconds); the serial collector, with no concurrent GC threads, about a
 #: fifteenth less than G1 (the three spark-submit jobs of test_pipeline, six rounds each: median
-#: 209 against 223 CPU seconds, lower in five rounds of six). The suite is CPU-bound on two cores.
+#: 209 against 223 CPU seconds, lower in five rounds of six). With C1 alone the JVM reserves a
+#: smaller code cache (48 MB), which the demo fills a minute in ("CodeCache is full. Compiler has
+#: been disabled."), running interpreted from then on: the default tiered size (240 MB) keeps it
+#: compiling (the demo, two rounds each: 250 and 255 against 282 and 292 CPU seconds).
+#: The suite is CPU-bound on two cores.
 #: The shared session below lives for the whole run, so it is started without them.
-CHILD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+CHILD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
 os.environ.setdefault("JDK_JAVA_OPTIONS", CHILD_JVM_OPTIONS)
 
 
