@@ -19,28 +19,29 @@ from lakehouse.spark import get_spark
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: The JIT and collector of every JVM the tests start in a child process (spark-submit jobs, the
-#: demo, notebook kernels, ``lakehouse sql``, Feast, a standalone cluster): these live seconds to
-#: a few minutes, and C1 alone costs them about a tenth less CPU than C1 and C2 (the demo: 300
-#: against 340 CPU seconds); the serial collector, with no concurrent GC threads, about a
-#: fifteenth less than G1 (the three spark-submit jobs of test_pipeline, six rounds each: median
-#: 209 against 223 CPU seconds, lower in five rounds of six). With C1 alone the JVM reserves a
-#: smaller code cache (48 MB), which the demo fills a minute in ("CodeCache is full. Compiler has
-#: been disabled."), running interpreted from then on: the default tiered size (240 MB) keeps it
-#: compiling (the demo, two rounds each: 250 and 255 against 282 and 292 CPU seconds).
-#: The suite is CPU-bound on two cores.
-#: The shared session below lives for the whole run, so it is started without them.
-CHILD_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
-os.environ.setdefault("JDK_JAVA_OPTIONS", CHILD_JVM_OPTIONS)
+#: The JIT, collector and code cache of every JVM the tests start: each worker's shared session
+#: below and every child process (spark-submit jobs, the demo, notebook kernels, ``lakehouse
+#: sql``, Feast, a standalone cluster). The suite is CPU-bound on two cores, and its JVMs spend
+#: their time on many small Spark and Delta jobs over a few minutes, where C2's compilations
+#: do not pay back: C1 alone costs about a tenth less CPU than C1 and C2 (the demo: 300 against
+#: 340 CPU seconds), and as much again in the shared session (test_gold, test_silver and
+#: test_registry on two workers: 495 against 644 CPU seconds, 324 against 360 s). The serial
+#: collector, with no concurrent GC threads, about a fifteenth less than G1 (the three
+#: spark-submit jobs of test_pipeline, six rounds each: median 209 against 223 CPU seconds, lower
+#: in five rounds of six). With C1 alone the JVM reserves a smaller code cache (48 MB), which the
+#: demo fills a minute in ("CodeCache is full. Compiler has been disabled.") and runs
+#: interpreted from then on; the size of tiered compilation (240 MB) keeps it compiling (the
+#: demo, two rounds each: 250 and 255 against 282 and 292 CPU seconds).
+#: A ``JDK_JAVA_OPTIONS`` of the caller's own is left as it is.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
+os.environ.setdefault("JDK_JAVA_OPTIONS", JVM_OPTIONS)
 
 
 @contextmanager
-def environ(env: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[None]:
-    """``os.environ`` updated with ``env`` and without ``drop`` inside the block, then restored."""
+def environ(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` updated with ``env`` inside the block, then restored."""
     saved = dict(os.environ)
     os.environ.update(env)
-    for name in drop:
-        os.environ.pop(name, None)
     try:
         yield
     finally:
@@ -69,13 +70,12 @@ def base_settings(session_home: Path) -> Settings:
 def spark(base_settings: Settings) -> Iterator[SparkSession]:
     """The one SparkSession of the test run (Delta on, UI off)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    with environ({}, drop=("JDK_JAVA_OPTIONS",) if _child_option_only() else ()):
-        session = get_spark(
-            base_settings,
-            app_name="lakehouse-tests",
-            conf={"spark.driver.memory": "2g"},
-            register_tables=False,
-        )
+    session = get_spark(
+        base_settings,
+        app_name="lakehouse-tests",
+        conf={"spark.driver.memory": "2g"},
+        register_tables=False,
+    )
     yield session
     session.stop()
 
@@ -130,11 +130,6 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         }
     )
     return env
-
-
-def _child_option_only() -> bool:
-    """Whether ``JDK_JAVA_OPTIONS`` is this module's default (not one the caller chose)."""
-    return os.environ.get("JDK_JAVA_OPTIONS") == CHILD_JVM_OPTIONS
 
 
 class NotebookKernel:
