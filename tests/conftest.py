@@ -24,8 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: sql``, Feast, a standalone cluster). The suite is CPU-bound on two cores, and its JVMs spend
 #: their time on many small Spark and Delta jobs over a few minutes, where C2's compilations
 #: do not pay back: C1 alone costs about a tenth less CPU than C1 and C2 (the demo: 300 against
-#: 340 CPU seconds), and as much again in the shared session (test_gold, test_silver and
-#: test_registry on two workers: 495 against 644 CPU seconds, 324 against 360 s). The serial
+#: 340 CPU seconds). In the shared sessions the three options below together cost about a
+#: fifth less than the JVM's defaults (test_gold, test_silver and test_registry on two workers:
+#: 495 CPU seconds against 644 and 690, 324 s against 360 and 408 s). The serial
 #: collector, with no concurrent GC threads, about a fifteenth less than G1 (the three
 #: spark-submit jobs of test_pipeline, six rounds each: median 209 against 223 CPU seconds, lower
 #: in five rounds of six). With C1 alone the JVM reserves a smaller code cache (48 MB), which the
