@@ -33,19 +33,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: demo fills a minute in ("CodeCache is full. Compiler has been disabled.") and runs
 #: interpreted from then on; the size of tiered compilation (240 MB) keeps it compiling (the
 #: demo, two rounds each: 250 and 255 against 282 and 292 CPU seconds).
-#: The two ``-Dspark.sql.codegen`` properties (SparkConf reads ``spark.*`` system properties)
-#: turn off Spark's code generation: the tests' inputs are a few hundred rows, where compiling a
-#: query's Java source with Janino costs more than evaluating its expressions row by row (JFR:
-#: about a third of the executor threads' samples in Janino). test_bronze, test_silver and
-#: test_gold on two workers, two rounds each: 307 and 339 CPU seconds against 383 and 413,
-#: 190 and 207 s against 234 and 249 s. Results are the same either way; ``lakehouse demo``,
-#: the jobs run by a user and the benchmarks keep Spark's defaults.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
+
+#: Spark's code generation off (SparkConf reads ``spark.*`` system properties), for the same
+#: JVMs. Most tests run a few hundred rows, where compiling a query's Java source with Janino
+#: costs more than evaluating its expressions row by row (JFR: about a third of the executor
+#: threads' samples in Janino). test_bronze, test_silver and test_gold on two workers, two rounds
+#: each: 307 and 339 CPU seconds against 383 and 413, 190 and 207 s against 234 and 249 s; the
+#: whole suite 454 s against 513 s. Not so for the demo's 140,000 transactions, whose rolling
+#: windows run three times as long interpreted (the demo: 90 and 92 s against 68 and 66 s):
+#: :func:`with_codegen` gives it Spark's default back. Results are the same either way.
+NO_CODEGEN = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
+
 #: A ``JDK_JAVA_OPTIONS`` of the caller's own is left as it is.
-JVM_OPTIONS = (
-    "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
-    " -Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
-)
-os.environ.setdefault("JDK_JAVA_OPTIONS", JVM_OPTIONS)
+os.environ.setdefault("JDK_JAVA_OPTIONS", f"{JVM_OPTIONS} {NO_CODEGEN}")
+
+
+def with_codegen(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with :data:`NO_CODEGEN` taken out of its ``JDK_JAVA_OPTIONS``."""
+    options = env.get("JDK_JAVA_OPTIONS", "").replace(NO_CODEGEN, "").strip()
+    return {**env, "JDK_JAVA_OPTIONS": options}
 
 
 #: The modules that take longest, longest first (a clean run: 575, 566, 540 and 267 s of the

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, NotebookKernel
+from tests.conftest import REPO_ROOT, NotebookKernel, with_codegen
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("demo-home")
+    # The demo's data is large enough for compiled queries to pay back.
     env = {
-        **os.environ,
+        **with_codegen(dict(os.environ)),
         "LAKEHOUSE_HOME": str(home),
         "LAKEHOUSE_SHUFFLE_PARTITIONS": "2",
         "PYSPARK_PYTHON": sys.executable,
