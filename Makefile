@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) jars
 
 jars: $(STAMP)
-	@$(BIN)/python -m lakehouse.jars
+	@$(BIN)/python -m lakehouse.platform.jars
 
 demo: setup
 	$(BIN)/lakehouse demo

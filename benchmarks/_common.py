@@ -18,11 +18,11 @@ from typing import TypeVar
 import psutil
 from pyspark.sql import SparkSession
 
-from lakehouse import features
-from lakehouse.catalog import GOLD_LABELS, TableCatalog
-from lakehouse.datagen import GeneratorConfig, generate
-from lakehouse.pipeline import run_pipeline
-from lakehouse.settings import Settings, load_settings
+from lakehouse.features import store as features
+from lakehouse.medallion.pipeline import run_pipeline
+from lakehouse.platform.catalog import GOLD_LABELS, TableCatalog
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.simulation.generator import GeneratorConfig, generate
 
 T = TypeVar("T")
 

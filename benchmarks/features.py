@@ -8,9 +8,9 @@ ends yesterday (so the online store is current), runs the pipeline (bronze, silv
 applies the Feast repository and materializes the online store, then prints, each against its
 target and a baseline measured in the same run:
 
-* historical retrieval: :func:`lakehouse.features.build_training_set` (Feast's
+* historical retrieval: :func:`lakehouse.features.store.build_training_set` (Feast's
   ``get_historical_features`` on the platform's offline store,
-  :class:`lakehouse.feast_offline.LakehouseSparkOfflineStore`, over the gold Delta tables, the
+  :class:`lakehouse.features.offline.LakehouseSparkOfflineStore`, over the gold Delta tables, the
   Delta versions recorded, down to the sorted pandas training frame) against a hand-written
   point-in-time join over the same Delta tables in the same session (per view: the latest row at
   or before the application time and within the view's TTL, by a join and ``row_number``), also
@@ -21,11 +21,11 @@ target and a baseline measured in the same run:
   The training frame is compared value by value with the hand-written join's and with the one
   Feast's stock join gives.
 * online retrieval of one customer, ``--calls`` calls each, p50 and p99: Feast's
-  ``get_online_features`` and :class:`lakehouse.features.OnlineFeatureReader` against a direct
+  ``get_online_features`` and :class:`lakehouse.features.store.OnlineFeatureReader` against a direct
   ``sqlite3`` primary-key read of the same rows in Feast's two tables (entity key serialized
   once, values left encoded). Target: the reader's p50 <= 4x the direct read's. The ratio
   against a read of one table (half the rows) is printed too.
-* materialization throughput: :func:`lakehouse.features.materialize` (the bulk SQLite path)
+* materialization throughput: :func:`lakehouse.features.store.materialize` (the bulk SQLite path)
   into a fresh registry and online store, in entity rows written (as Feast counts them: one per
   entity and view) per second of wall time of the whole call (registry reads and updates, Spark
   reads, serialization, the SQLite transaction). Measured on a synthetic gold world of
@@ -63,20 +63,20 @@ from feast import FeatureStore
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from lakehouse import features
-from lakehouse.catalog import (
+from lakehouse.features import store as features
+from lakehouse.medallion.contracts import (
+    GOLD_CUSTOMER_PROFILE_SCHEMA,
+    GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
+    TRANSACTION_WINDOWS,
+)
+from lakehouse.platform.catalog import (
     GOLD_CUSTOMER_PROFILE,
     GOLD_CUSTOMER_TRANSACTIONS,
     GOLD_LABELS,
     TableCatalog,
 )
-from lakehouse.schemas import (
-    GOLD_CUSTOMER_PROFILE_SCHEMA,
-    GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
-    TRANSACTION_WINDOWS,
-)
-from lakehouse.settings import Settings, load_settings
-from lakehouse.spark import get_spark
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.platform.spark import get_spark
 
 FLOAT_TOLERANCE = 1e-9
 

@@ -33,14 +33,18 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import ENTITIES, SILVER_TRANSACTIONS, TableCatalog
-from lakehouse.datagen import GeneratorConfig, generate
-from lakehouse.gold import customer_profile_features, customer_transaction_features, labels
-from lakehouse.pipeline import run_pipeline
-from lakehouse.schemas import BUSINESS_KEYS, LANDING_FORMATS, RAW_FIELDS, SILVER_SCHEMAS
-from lakehouse.settings import Settings, load_settings
-from lakehouse.spark import get_spark
-from lakehouse.tables import table_properties
+from lakehouse.medallion.contracts import BUSINESS_KEYS, LANDING_FORMATS, RAW_FIELDS, SILVER_SCHEMAS
+from lakehouse.medallion.gold import (
+    customer_profile_features,
+    customer_transaction_features,
+    labels,
+)
+from lakehouse.medallion.pipeline import run_pipeline
+from lakehouse.platform.catalog import ENTITIES, SILVER_TRANSACTIONS, TableCatalog
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.platform.spark import get_spark
+from lakehouse.platform.tables import table_properties
+from lakehouse.simulation.generator import GeneratorConfig, generate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -150,7 +154,7 @@ def write_times(df: DataFrame, out: Path, rounds: int = 15) -> dict[str, list[fl
 
     Each timed write puts the rows of ``df`` into a new dataset: a new Parquet folder, or a new
     Delta table created beforehand, untimed, as the platform creates its tables (schema and
-    :func:`~lakehouse.tables.table_properties`; a platform table is created once and then
+    :func:`~lakehouse.platform.tables.table_properties`; a platform table is created once and then
     written to many times), with the session's configuration (the platform's). Both start warm
     (one write of each first, not counted), then take turns for ``rounds``, the one going first
     changing every round, so neither gains from its place on a busy machine. The i-th times of

@@ -7,12 +7,14 @@ In a temporary home it registers a gradient-boosting model built like training b
 ``silver.loan_applications`` and their model inputs to a Delta table. The feature provider is a
 join on that inputs table, so no figure includes Feast's point-in-time retrieval. Then:
 
-* batch scoring step (the target figure): :func:`lakehouse.scoring.score_features`, the
-  ``mlflow.pyfunc.spark_udf`` scoring that :func:`~lakehouse.scoring.score_batch` runs, over the
+* batch scoring step (the target figure): :func:`lakehouse.scoring.predictions.score_features`, the
+  ``mlflow.pyfunc.spark_udf`` scoring that :func:`~lakehouse.scoring.predictions.score_batch` runs,
+  over the
   ``--rows`` featured rows, in rows per second, against the raw ``predict_proba`` of the same
   scikit-learn pipeline on the same rows already in memory as a pandas frame (one call, with
   scikit-learn's own threads). The featured rows (what
-  :func:`~lakehouse.scoring.featured_applications` hands the scorer: each application once, cut
+  :func:`~lakehouse.scoring.predictions.featured_applications` hands the scorer: each application
+  once, cut
   to the model inputs) are written to a Delta table first; each scoring run reads them from
   there and writes all the prediction columns to Spark's ``noop`` sink, which runs every row
   through the UDF and the decision and stores nothing. The Arrow batch size is the one
@@ -54,9 +56,12 @@ from _common import quiet, timed, verdict
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import GOLD_PREDICTIONS, SILVER_LOAN_APPLICATIONS, TableCatalog
-from lakehouse.schemas import SILVER_SCHEMAS
-from lakehouse.scoring import (
+from lakehouse.medallion.contracts import SILVER_SCHEMAS
+from lakehouse.platform.catalog import GOLD_PREDICTIONS, SILVER_LOAN_APPLICATIONS, TableCatalog
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.platform.spark import get_spark, table_catalog
+from lakehouse.platform.tables import delta_version
+from lakehouse.scoring.predictions import (
     ARROW_BATCH_SIZE,
     ModelCache,
     ResolvedModel,
@@ -69,9 +74,6 @@ from lakehouse.scoring import (
     select_applications,
     start_scoring_stream,
 )
-from lakehouse.settings import Settings, load_settings
-from lakehouse.spark import get_spark, table_catalog
-from lakehouse.tables import delta_version
 
 NUMERIC = ["loan_amount", "term_months", "age", "annual_income", "credit_score", "txn_count_30d"]
 CATEGORICAL = ["purpose", "home_ownership"]
@@ -105,8 +107,8 @@ def register(settings: Settings) -> object:
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from lakehouse.tracking import connect
-    from lakehouse.training import TrainConfig, build_pipeline, model_pip_requirements
+    from lakehouse.models.tracking import connect
+    from lakehouse.models.training import TrainConfig, build_pipeline, model_pip_requirements
 
     connect(settings)
     frame = model_inputs(20_000, seed=7)
@@ -303,7 +305,7 @@ def stream_figures(spark: SparkSession, settings: Settings, appends: int) -> lis
     first = model_inputs(100, seed=99, offset=10**9)
     write_applications(spark, catalog, first)
     batches = BatchLog()
-    scoring_log = logging.getLogger("lakehouse.scoring")
+    scoring_log = logging.getLogger("lakehouse.scoring.predictions")
     level = scoring_log.level
     scoring_log.addHandler(batches)
     scoring_log.setLevel(logging.INFO)

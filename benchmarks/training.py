@@ -4,13 +4,13 @@
 
 In a temporary home it generates a world, runs the pipeline (bronze, silver, gold) and applies
 the Feast repository, then for the default random forest and for gradient boosting
-(``hist_gradient_boosting``), with :class:`lakehouse.training.TrainConfig`'s defaults:
+(``hist_gradient_boosting``), with :class:`lakehouse.models.training.TrainConfig`'s defaults:
 
-* retrieval: :func:`lakehouse.features.build_training_set` (Feast's point-in-time join down to
+* retrieval: :func:`lakehouse.features.store.build_training_set` (Feast's point-in-time join down to
   the pandas frame), median of ``--repeats`` runs after a warm-up;
-* fit: the scikit-learn pipeline of :func:`lakehouse.training.build_pipeline` fitted on the
-  training part of that frame, prepared as :func:`lakehouse.training.train` prepares it;
-* tracked: :func:`lakehouse.training.train` on the same training set (fit, evaluation,
+* fit: the scikit-learn pipeline of :func:`lakehouse.models.training.build_pipeline` fitted on the
+  training part of that frame, prepared as :func:`lakehouse.models.training.train` prepares it;
+* tracked: :func:`lakehouse.models.training.train` on the same training set (fit, evaluation,
   importance, plots, MLflow run and model logging, registration, the gate and its audit row).
 
 It prints the split (retrieval, fit) and the tracked total (retrieval + ``train()``) against
@@ -30,12 +30,9 @@ from pathlib import Path
 from _common import build_world, muted, quiet, timed
 from pyspark.sql import SparkSession
 
-from lakehouse import features
-from lakehouse.catalog import TableCatalog
-from lakehouse.settings import Settings, load_settings
-from lakehouse.spark import get_spark
-from lakehouse.tracking import connect
-from lakehouse.training import (
+from lakehouse.features import store as features
+from lakehouse.models.tracking import connect
+from lakehouse.models.training import (
     MODEL_TYPES,
     TrainConfig,
     build_pipeline,
@@ -46,6 +43,9 @@ from lakehouse.training import (
     time_split,
     train,
 )
+from lakehouse.platform.catalog import TableCatalog
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.platform.spark import get_spark
 
 
 def fit_only(training_set: features.TrainingSet, config: TrainConfig) -> float:

@@ -4,7 +4,7 @@ Declarative only: the features are computed by the gold layer into Delta tables;
 says where they are and how they are typed. Source locations follow the platform settings
 (``LAKEHOUSE_HOME``, ``LAKEHOUSE_TABLES_URI``, ``LAKEHOUSE_PROFILE``), never a fixed path; each
 source carries its table name in the ``lakehouse_table`` tag so that
-:func:`lakehouse.features.apply` can re-root it for other settings.
+:func:`lakehouse.features.store.apply` can re-root it for other settings.
 
 TTLs (how old a feature row may be at the event time and still count):
 
@@ -25,9 +25,13 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.table_format import DeltaFormat
 from feast.types import Float64, Int32, Int64, String
 
-from lakehouse.catalog import GOLD_CUSTOMER_PROFILE, GOLD_CUSTOMER_TRANSACTIONS, TableCatalog
-from lakehouse.schemas import TRANSACTION_WINDOWS
-from lakehouse.settings import load_settings
+from lakehouse.medallion.contracts import TRANSACTION_WINDOWS
+from lakehouse.platform.catalog import (
+    GOLD_CUSTOMER_PROFILE,
+    GOLD_CUSTOMER_TRANSACTIONS,
+    TableCatalog,
+)
+from lakehouse.platform.settings import load_settings
 
 #: Tag naming the gold table behind a source.
 TABLE_TAG = "lakehouse_table"

@@ -13,8 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.commands.score import add_batch_arguments, run_batch
-from lakehouse.jobs import configure_logging
+from lakehouse.cli.commands.score import add_batch_arguments, run_batch
+from lakehouse.platform.session import configure_logging
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

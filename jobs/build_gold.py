@@ -11,8 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.jobs import configure_logging, job_session
-from lakehouse.pipeline import build_gold
+from lakehouse.medallion.pipeline import build_gold
+from lakehouse.platform.session import configure_logging, job_session
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

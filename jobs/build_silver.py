@@ -14,9 +14,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.catalog import ENTITIES
-from lakehouse.jobs import configure_logging, job_session
-from lakehouse.pipeline import build_silver, new_run_id
+from lakehouse.medallion.pipeline import build_silver, new_run_id
+from lakehouse.platform.catalog import ENTITIES
+from lakehouse.platform.session import configure_logging, job_session
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build silver and print one line per entity."""
     args = parse_args(argv)
-    from lakehouse.expectations import ExpectationFailed
+    from lakehouse.medallion.expectations import ExpectationFailed
 
     configure_logging(args.verbose)
     run_id = args.run_id or new_run_id()

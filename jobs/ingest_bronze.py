@@ -13,9 +13,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.catalog import ENTITIES
-from lakehouse.jobs import configure_logging, job_session
-from lakehouse.pipeline import ingest_bronze
+from lakehouse.medallion.pipeline import ingest_bronze
+from lakehouse.platform.catalog import ENTITIES
+from lakehouse.platform.session import configure_logging, job_session
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -15,8 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.commands.score import add_stream_arguments, run_stream
-from lakehouse.jobs import configure_logging
+from lakehouse.cli.commands.score import add_stream_arguments, run_stream
+from lakehouse.platform.session import configure_logging
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -14,8 +14,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.commands.train import add_train_arguments, run_training
-from lakehouse.jobs import configure_logging, job_session
+from lakehouse.cli.commands.train import add_train_arguments, run_training
+from lakehouse.platform.session import configure_logging, job_session
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

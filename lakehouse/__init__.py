@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lakehouse.settings import Settings, load_settings
+from lakehouse.platform.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from lakehouse.tracking import connect
+    from lakehouse.models.tracking import connect
 
 __all__ = ["Settings", "__version__", "connect", "load_settings"]
 __version__ = "0.1.0"
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # MLflow is imported only when ``lakehouse.connect`` is first used.
     if name == "connect":
-        from lakehouse.tracking import connect
+        from lakehouse.models.tracking import connect
 
         return connect
     raise AttributeError(f"module 'lakehouse' has no attribute {name!r}")

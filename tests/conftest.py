@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from lakehouse.catalog import TableCatalog
-from lakehouse.settings import Settings, load_settings
-from lakehouse.spark import get_spark
+from lakehouse.platform.catalog import TableCatalog
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.platform.spark import get_spark
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,226 @@
+"""``lakehouse demo``: the whole lifecycle on embedded defaults, with a summary.
+
+Data, bronze, silver, gold, the feature store (apply, materialize), training with the gate and
+promotion, batch scoring and streaming scoring (available-now), all in one Spark application.
+Every step is idempotent: a second run generates, ingests, trains and scores nothing new and
+leaves every table at its Delta version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from lakehouse.cli.console import format_seconds, render_rows
+from lakehouse.medallion.pipeline import quarantine_counts, run_pipeline
+from lakehouse.platform.catalog import GOLD_LABELS, GOLD_PREDICTIONS, TableCatalog
+from lakehouse.platform.catalog import GOLD_PREDICTION_OUTCOMES as GOLD_OUTCOMES
+from lakehouse.platform.session import JobContext, job_session
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.platform.tables import describe, latest_commit
+
+STEPS = 6
+KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` command."""
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole lifecycle on embedded defaults and print a summary",
+        description="Generate data (once), run bronze, silver and gold, apply and materialize "
+        "the feature store, train and gate a model, and score in batch and streaming, on one "
+        "Spark session. Running it again changes nothing.",
+    )
+    demo.add_argument("--customers", type=_positive, default=2000, help="default 2000")
+    demo.add_argument("--days", type=_positive, default=120, help="days of data (default 120)")
+    demo.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
+    demo.set_defaults(handler=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _step(n: int, name: str, fn: Callable[[], str]) -> None:
+    started = time.perf_counter()
+    print(f"[{n}/{STEPS}] {name} ...", flush=True)
+    detail = fn()
+    print(f"[{n}/{STEPS}] {name}: {detail} ({format_seconds(time.perf_counter() - started)})")
+
+
+def generate_data(settings: Settings, customers: int, days: int, seed: int) -> str:
+    """Write the demo world into landing/ unless it already holds drops."""
+    from lakehouse.simulation.generator import GeneratorConfig, generate
+
+    existing = list(settings.landing_dir.rglob("*_????-??-??.*"))
+    if existing:
+        return f"landing already holds {len(existing)} files, nothing generated"
+    # The world ends in the past week, so that the online store is current today. It starts on
+    # a Monday: the generator's weekly rhythm then lines up the same way whatever the date, so
+    # the demo builds the same world (and model) every day, only dated differently.
+    start = date.today() - timedelta(days=days)
+    start -= timedelta(days=start.weekday())
+    config = GeneratorConfig(seed=seed, customers=customers, days=days, start_date=start)
+    report = generate(settings.landing_dir, config)
+    return (
+        f"{days} days ({start} to {config.end_date}) for {customers} customers: "
+        f"{report.total_files} files, {report.total_lines} lines "
+        f"({report.totals.malformed} malformed, "
+        f"{report.totals.exact_duplicates + report.totals.key_duplicates} duplicates, "
+        f"{report.totals.late} late)"
+    )
+
+
+def pipeline(job: JobContext) -> str:
+    """Bronze, silver and gold on the job's session."""
+    report = run_pipeline(job.spark, job.settings, job.catalog)
+    stages = ", ".join(f"{t.stage} {format_seconds(t.seconds)}" for t in report.timings)
+    return f"{report.rows_ingested} new bronze rows; {stages}"
+
+
+def feature_store(job: JobContext) -> str:
+    """Apply the Feast repository and materialize the online store up to now."""
+    from lakehouse.features import store as features
+
+    features.use_session(job.spark)
+    features.apply(job.settings)
+    end = features.materialize(job.settings, datetime.now(UTC))
+    views = features.list_views(job.settings)
+    online = features.online_row_counts(job.settings)
+    lines = [
+        f"{name}: {len(cols)} features, {online.get(name, 0)} customers online"
+        for name, cols in views.items()
+    ]
+    return f"materialized to {end:%Y-%m-%d %H:%M} UTC\n      " + "\n      ".join(lines)
+
+
+def _champion_inputs(settings: Settings) -> dict[str, int] | None:
+    from lakehouse.models.registry import champion_version, client
+    from lakehouse.models.training import run_inputs
+
+    version = champion_version(settings)
+    if version is None:
+        return None
+    run_id = client(settings).get_model_version(settings.model_name, str(version)).run_id
+    if not run_id:
+        return None
+    try:
+        versions: dict[str, int] = run_inputs(run_id, settings)["table_versions"]
+    except ValueError:
+        return None
+    return versions
+
+
+def train(job: JobContext) -> str:
+    """Train, track, register and gate a model unless the champion saw the same data."""
+    from lakehouse.features.store import build_training_set
+    from lakehouse.models.registry import history
+    from lakehouse.models.tracking import connect
+    from lakehouse.models.training import TrainConfig
+    from lakehouse.models.training import train as train_model
+
+    connect(job.settings)
+    training_set = build_training_set(job.spark, job.settings, job.catalog)
+    if _champion_inputs(job.settings) == training_set.table_versions:
+        return "the champion was trained on these exact table versions: nothing to train"
+    result = train_model(
+        training_set, TrainConfig(), job.settings, spark=job.spark, catalog=job.catalog
+    )
+    metrics = ", ".join(f"{k} {result.metrics[k]:.3f}" for k in KEY_METRICS if k in result.metrics)
+    records = {r.version: r for r in history(job.settings)}
+    record = records.get(result.version) if result.version is not None else None
+    aliases = ", ".join(record.aliases) if record and record.aliases else "none"
+    verdict = result.decision.verdict if result.decision else "not gated"
+    return (
+        f"run {result.run_id}\n      {job.settings.model_name} version {result.version} "
+        f"(aliases: {aliases}; stage: {record.stage if record else '?'}; gate: {verdict})\n"
+        f"      {result.train_rows} training rows, {result.holdout_rows} holdout rows; {metrics}"
+    )
+
+
+def _outcomes_stale(spark: SparkSession, catalog: TableCatalog) -> bool:
+    """Whether predictions or labels were committed after the outcomes table was built."""
+    if not catalog.exists(spark, GOLD_OUTCOMES):
+        return True
+
+    def committed(name: str) -> Any:
+        return latest_commit(spark, catalog, name)[1].get("timestamp")
+
+    built = committed(GOLD_OUTCOMES)
+    return bool(committed(GOLD_PREDICTIONS) > built or committed(GOLD_LABELS) > built)
+
+
+def score(job: JobContext) -> str:
+    """Batch-score with the champion, then let the scoring stream catch up."""
+    from lakehouse.models.registry import champion_version
+    from lakehouse.scoring.predictions import prediction_outcomes, score_batch, start_scoring_stream
+
+    if champion_version(job.settings) is None:
+        return "no champion yet (the gate promoted no model): nothing scored"
+    batch = score_batch(job.spark, job.settings, job.catalog)
+    before = job.catalog.read(job.spark, GOLD_PREDICTIONS).count()
+    query = start_scoring_stream(job.spark, job.settings, job.catalog, available_now=True)
+    query.awaitTermination()
+    streamed = job.catalog.read(job.spark, GOLD_PREDICTIONS).count() - before
+    if _outcomes_stale(job.spark, job.catalog):
+        outcomes = prediction_outcomes(job.spark, job.catalog)
+    else:  # no new prediction or label since the last build: the table keeps its version
+        outcomes = job.catalog.read(job.spark, GOLD_OUTCOMES)
+    observed = outcomes.where("defaulted IS NOT NULL").count()
+    return (
+        f"batch: version {batch.model_version} scored {batch.rows_scored} applications, "
+        f"{batch.rows_inserted} new predictions; stream (available-now): {streamed} new "
+        f"predictions; {observed} predictions already have an observed outcome"
+    )
+
+
+def summary(spark: SparkSession, catalog: TableCatalog) -> str:
+    """Every table with rows and Delta version, and the quarantine counts."""
+    infos = [describe(spark, catalog, name) for name in catalog.list_tables(spark)]
+    tables = render_rows(
+        ["table", "rows", "version", "last operation"],
+        [(i.name, i.rows, i.version, i.last_operation) for i in infos],
+    )
+    counts = quarantine_counts(spark, catalog)
+    quarantine = (
+        render_rows(["entity", "rule", "rows"], [(e, r, n) for (e, r), n in sorted(counts.items())])
+        if counts
+        else "(empty)"
+    )
+    return f"\nTables\n{tables}\n\nQuarantine\n{quarantine}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every step and print the summary."""
+    started = time.perf_counter()
+    settings = load_settings()
+    print(f"Lakehouse demo: state under {settings.home}")
+    _step(1, "data", lambda: generate_data(settings, args.customers, args.days, args.seed))
+    from lakehouse.models.tracking import connect
+
+    connect(settings)  # before the session: Spark's Python workers inherit the environment
+    outcome: dict[str, Any] = {}
+    with job_session("lakehouse-demo", settings) as job:
+        try:
+            _step(2, "pipeline", lambda: pipeline(job))
+            _step(3, "feature store", lambda: feature_store(job))
+            _step(4, "training", lambda: train(job))
+            _step(5, "scoring", lambda: score(job))
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _step(6, "summary", lambda: "")
+        outcome["summary"] = summary(job.spark, job.catalog)
+    print(outcome["summary"])
+    print(f"\nDone in {format_seconds(time.perf_counter() - started)}.")
+    return 0

@@ -1,0 +1,100 @@
+"""``lakehouse features``: apply the Feast repository, materialize, list views, read online."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+from lakehouse.cli.console import render_rows
+from lakehouse.platform.settings import load_settings
+
+
+def _iso(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from exc
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``features`` command and its sub-commands."""
+    parser = sub.add_parser(
+        "features",
+        help="the Feast feature store: apply, materialize, list, online",
+        description="Register feature_repo/ in Feast, load the online store, read features.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    apply_p = actions.add_parser("apply", help="register entities, sources, views and services")
+    apply_p.set_defaults(handler=run_apply)
+
+    mat = actions.add_parser(
+        "materialize", help="load the online store incrementally up to a time (default now)"
+    )
+    mat.add_argument("--end", type=_iso, default=None, help="end time, ISO-8601 (UTC if naive)")
+    mat.set_defaults(handler=run_materialize)
+
+    list_p = actions.add_parser("list", help="list feature views and their features")
+    list_p.set_defaults(handler=run_list)
+
+    online = actions.add_parser("online", help="print online feature values of customers")
+    online.add_argument("customer_ids", nargs="+", metavar="CUSTOMER_ID")
+    online.set_defaults(handler=run_online)
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    """Apply the repository with the platform's Spark session (sources are validated)."""
+    from lakehouse.features import store as features
+    from lakehouse.platform.spark import get_spark
+
+    settings = load_settings()
+    spark = get_spark(settings, app_name="lakehouse-features", register_tables=False)
+    try:
+        features.use_session(spark)
+        names = features.apply(settings)
+    finally:
+        spark.stop()
+    print(f"applied feature views: {', '.join(names)} (registry under {settings.feast_dir})")
+    return 0
+
+
+def run_materialize(args: argparse.Namespace) -> int:
+    """Materialize incrementally up to ``--end``."""
+    from lakehouse.features import store as features
+    from lakehouse.platform.spark import get_spark
+
+    settings = load_settings()
+    spark = get_spark(settings, app_name="lakehouse-features", register_tables=False)
+    try:
+        features.use_session(spark)
+        end = features.materialize(settings, end=args.end)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        spark.stop()
+    print(f"materialized up to {end.isoformat()} into the {settings.online_store} online store")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print every feature view with its features and types."""
+    from lakehouse.features import store as features
+
+    views = features.list_views(load_settings())
+    if not views:
+        print("no feature views registered; run `lakehouse features apply` first")
+        return 0
+    rows = [(view, name, dtype) for view, fields in views.items() for name, dtype in fields]
+    print(render_rows(["feature view", "feature", "type"], rows))
+    return 0
+
+
+def run_online(args: argparse.Namespace) -> int:
+    """Print the online values of the service for the given customers."""
+    from lakehouse.features import store as features
+
+    frame = features.online_features(load_settings(), args.customer_ids)
+    print(render_rows(list(frame.columns), frame.astype(object).itertuples(index=False)))
+    return 0

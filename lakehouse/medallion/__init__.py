@@ -1,0 +1,1 @@
+"""Contracts, bronze, silver, expectations, gold and the pipeline that chains them."""

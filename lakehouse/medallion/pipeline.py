@@ -1,0 +1,311 @@
+"""The medallion pipeline: landing -> bronze -> silver -> gold, on one session.
+
+The three stages are also separate spark-submit jobs (``jobs/ingest_bronze.py``,
+``jobs/build_silver.py``, ``jobs/build_gold.py``); :func:`run_pipeline` runs them in one process
+on one SparkSession, which is what ``lakehouse pipeline run`` and the demo do.
+
+The entities are independent until gold: each has its own landing folder, stream checkpoints,
+bronze and silver tables (the shared ``silver.quarantine`` and ``silver.expectation_results`` only
+receive appends). So the entities run side by side, each on its own thread of the one session:
+Spark runs the jobs of several queries at once, and while one entity waits on a commit or a
+checkpoint another keeps the cores busy. Within a run, an entity goes from bronze to silver as soon
+as its own ingest is done, and a gold table is built as soon as the silver tables it reads are
+(``gold.customer_transaction_features`` does not wait for the customers or the loans). As in a
+Delta Live Tables update, an entity whose silver build fails stops only the gold tables that read
+it: the others are still built, then the error is raised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pyspark.sql import SparkSession
+
+from lakehouse.platform.catalog import (
+    ENTITIES,
+    SILVER_QUARANTINE,
+    TableCatalog,
+    register_all,
+)
+from lakehouse.platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("bronze", "silver", "gold")
+
+T = TypeVar("T")
+
+
+@dataclass
+class StageTiming:
+    """How long one stage took, in seconds.
+
+    When entities overlap (bronze of one entity while silver of another runs), a stage's time is
+    the wall time from the end of the previous stage (or the start) until its last entity
+    finished, so the timings of a run add up to its wall time.
+    """
+
+    stage: str
+    seconds: float
+
+
+@dataclass
+class PipelineReport:
+    """What one pipeline run did."""
+
+    run_id: str
+    bronze: list[Any] = field(default_factory=list)
+    silver: list[Any] = field(default_factory=list)
+    gold: dict[str, int] = field(default_factory=dict)
+    timings: list[StageTiming] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Total wall time of the stages."""
+        return sum(t.seconds for t in self.timings)
+
+    @property
+    def rows_ingested(self) -> int:
+        """Rows appended to bronze by this run."""
+        return sum(int(getattr(r, "rows", 0)) for r in self.bronze)
+
+
+def new_run_id() -> str:
+    """A short unique id for a pipeline run."""
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def for_each_entity(
+    work: Callable[[str], T], entities: Sequence[str], parallel: bool = True
+) -> list[T]:
+    """``work(entity)`` for every entity, results in the order of ``entities``.
+
+    With ``parallel`` each entity runs on its own thread (sharing the session); every entity
+    is carried to its end even when another fails, then the first error, in the order of
+    ``entities``, is raised.
+    """
+    if not parallel or len(entities) < 2:
+        return [work(entity) for entity in entities]
+    with ThreadPoolExecutor(len(entities), thread_name_prefix="lakehouse") as pool:
+        futures = [pool.submit(work, entity) for entity in entities]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
+
+
+def _ingest(spark: SparkSession, settings: Settings, catalog: TableCatalog, entity: str) -> Any:
+    from lakehouse.medallion.bronze import ingest_entity
+
+    started = time.perf_counter()
+    result = ingest_entity(
+        spark, catalog, entity, settings.landing_dir, settings.checkpoints_dir / "bronze" / entity
+    )
+    log.info(
+        "[bronze] %-17s %3d new files, %8d rows (%.1fs)",
+        entity,
+        result.files,
+        result.rows,
+        time.perf_counter() - started,
+    )
+    return result
+
+
+def _build(
+    spark: SparkSession, settings: Settings, catalog: TableCatalog, run_id: str, entity: str
+) -> Any:
+    from lakehouse.medallion.silver import build_silver_entity
+
+    started = time.perf_counter()
+    result = build_silver_entity(
+        spark, catalog, entity, settings.checkpoints_dir / "silver" / entity, run_id
+    )
+    log.info("[silver] %-17s %s (%.1fs)", entity, result, time.perf_counter() - started)
+    return result
+
+
+def ingest_bronze(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    entities: Sequence[str] = ENTITIES,
+    parallel: bool = True,
+) -> list[Any]:
+    """Ingest new landing files of ``entities`` into bronze, each file exactly once.
+
+    The entities are ingested side by side unless ``parallel`` is False.
+    """
+    return for_each_entity(lambda e: _ingest(spark, settings, catalog, e), entities, parallel)
+
+
+def build_silver(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    run_id: str,
+    entities: Sequence[str] = ENTITIES,
+    parallel: bool = True,
+) -> list[Any]:
+    """Type, check, deduplicate and MERGE new bronze rows into silver.
+
+    The entities are built side by side unless ``parallel`` is False.
+    """
+    from lakehouse.medallion.silver import ensure_shared_tables
+
+    ensure_shared_tables(spark, catalog)
+    return for_each_entity(
+        lambda e: _build(spark, settings, catalog, run_id, e), entities, parallel
+    )
+
+
+def build_gold(spark: SparkSession, catalog: TableCatalog, parallel: bool = True) -> dict[str, int]:
+    """Rebuild the gold feature tables and labels when silver changed.
+
+    The tables are built side by side unless ``parallel`` is False.
+    """
+    from lakehouse.medallion.gold import build_gold as _build_gold
+
+    counts = _build_gold(spark, catalog, parallel=parallel)
+    _log_gold(counts)
+    return counts
+
+
+def _log_gold(counts: dict[str, int]) -> None:
+    for name, rows in counts.items():
+        log.info("[gold]   %-40s %8d rows", name, rows)
+
+
+def _chained_stages(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    report: PipelineReport,
+    parallel: bool,
+    gold: bool = False,
+) -> None:
+    """Each entity from landing to silver, the entities side by side; stage timings recorded.
+
+    With ``gold``, each gold table is built, on a thread of its own, as soon as every silver
+    table it reads is built (in this run); a table whose input failed is not built. Errors are
+    raised once everything started has finished: the first entity's, else the first gold
+    table's.
+    """
+    from lakehouse.medallion.gold import GOLD_TABLES, build_gold_table
+    from lakehouse.medallion.silver import ensure_shared_tables, silver_table
+    from lakehouse.platform.tables import delta_version
+
+    started = time.perf_counter()
+    ensure_shared_tables(spark, catalog)
+    bronze_done: dict[str, float] = {}
+    lock = threading.Lock()
+    built: set[str] = set()  # silver tables built by this run
+    gold_builds: dict[str, Future[int]] = {}
+    created_at: list[dt.datetime] = []  # one created_at for every gold row of the run
+    gold_pool = ThreadPoolExecutor(len(GOLD_TABLES), thread_name_prefix="lakehouse-gold")
+
+    def silver_built(table_name: str) -> None:
+        """Record a built silver table and start the gold tables now ready."""
+        with lock:
+            built.add(table_name)
+            for table in GOLD_TABLES:
+                if table.name in gold_builds or not set(table.inputs) <= built:
+                    continue
+                if not created_at:
+                    log.info("[gold] starting")
+                    created_at.append(dt.datetime.now(dt.UTC))
+                versions = {name: delta_version(spark, catalog, name) for name in table.inputs}
+                gold_builds[table.name] = gold_pool.submit(
+                    build_gold_table, spark, catalog, table, created_at[0], versions
+                )
+
+    def chain(entity: str) -> tuple[Any, Any]:
+        ingested = _ingest(spark, settings, catalog, entity)
+        bronze_done[entity] = time.perf_counter()
+        silver = _build(spark, settings, catalog, report.run_id, entity)
+        if gold:
+            silver_built(silver_table(entity))
+        return ingested, silver
+
+    try:
+        results = for_each_entity(chain, ENTITIES, parallel)
+    finally:
+        silver_end = time.perf_counter()
+        gold_pool.shutdown(wait=True)  # the gold tables started finish either way
+        ended = time.perf_counter()
+        bronze_end = max(bronze_done.values(), default=silver_end)
+        report.timings.append(StageTiming("bronze", bronze_end - started))
+        report.timings.append(StageTiming("silver", silver_end - bronze_end))
+        if gold:
+            report.timings.append(StageTiming("gold", ended - silver_end))
+    report.bronze = [bronze for bronze, _ in results]
+    report.silver = [silver for _, silver in results]
+    if gold:
+        report.gold = {
+            table.name: gold_builds[table.name].result()
+            for table in GOLD_TABLES
+            if table.name in gold_builds
+        }
+        _log_gold(report.gold)
+
+
+def run_pipeline(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: TableCatalog,
+    stages: Sequence[str] = STAGES,
+    run_id: str | None = None,
+    parallel: bool = True,
+) -> PipelineReport:
+    """Run the given stages in order on one session; return what each did and its timing.
+
+    With ``parallel`` (the default) the entities run side by side, and when both bronze and
+    silver run, each entity goes on to silver as soon as its own ingest is done, and each gold
+    table is built as soon as the silver tables it reads are (see the module's description).
+    """
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}: expected some of {list(STAGES)}")
+    report = PipelineReport(run_id=run_id or new_run_id())
+    run_started = time.perf_counter()
+    chained: set[str] = set()
+    if parallel and "bronze" in stages and "silver" in stages:
+        chained = {"bronze", "silver", *(["gold"] if "gold" in stages else [])}
+        log.info("%s starting", " ".join(f"[{stage}]" for stage in STAGES if stage in chained))
+        _chained_stages(spark, settings, catalog, report, parallel, gold="gold" in chained)
+    for stage in STAGES:
+        if stage not in stages or stage in chained:
+            continue
+        started = time.perf_counter()
+        log.info("[%s] starting", stage)
+        if stage == "bronze":
+            report.bronze = ingest_bronze(spark, settings, catalog, parallel=parallel)
+        elif stage == "silver":
+            report.silver = build_silver(spark, settings, catalog, report.run_id, parallel=parallel)
+        else:
+            report.gold = build_gold(spark, catalog, parallel)
+        report.timings.append(StageTiming(stage, time.perf_counter() - started))
+    register_all(spark, catalog)
+    log.info(
+        "pipeline %s: %s (%.1fs)",
+        report.run_id,
+        ", ".join(f"{t.stage} {t.seconds:.1f}s" for t in report.timings),
+        time.perf_counter() - run_started,
+    )
+    return report
+
+
+def quarantine_counts(spark: SparkSession, catalog: TableCatalog) -> dict[tuple[str, str], int]:
+    """Rows in ``silver.quarantine`` per (entity, rule)."""
+    if not catalog.exists(spark, SILVER_QUARANTINE):
+        return {}
+    rows = catalog.read(spark, SILVER_QUARANTINE).groupBy("entity", "rule").count().collect()
+    return {(r["entity"], r["rule"]): int(r["count"]) for r in rows}

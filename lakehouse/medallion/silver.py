@@ -1,0 +1,547 @@
+"""Silver: typed, checked, deduplicated records, one row per business key.
+
+:func:`build_silver_entity` reads the new rows of ``bronze.<entity>_raw`` with a Delta streaming
+source (its own checkpoint, ``trigger(availableNow=True)``); each micro-batch is
+
+1. typed (:func:`typed_columns`: bronze strings cast to
+:data:`lakehouse.medallion.contracts.SILVER_SCHEMAS`),
+2. checked (:func:`lakehouse.medallion.expectations.flag_expectations`, the counts in one
+aggregation
+   over the batch): a ``fail`` rule stops here, before anything is written, and the checkpoint
+   does not advance;
+3. rejected rows appended to ``silver.quarantine`` with the rule and the raw bronze record;
+4. deduplicated on the business key (the latest by ``_ingested_at`` then ``_source_file``),
+5. MERGEd into ``silver.<entity>``: new keys inserted, a known key updated only when the incoming
+   row is newer and differs, so replaying rows changes nothing (the first batch into a table
+   the build has just created is simply appended);
+6. the per-expectation counts, plus ``duplicates``, appended to ``silver.expectation_results``.
+
+Every bronze row ends up in exactly one place: ``bronze = silver + quarantined + duplicates``
+(:func:`accounting`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, IntegerType, StringType
+
+from lakehouse.medallion.bronze import (
+    bronze_table,
+    check_entity,
+    pending_batch,
+    run_available_now,
+    stream_app_id,
+)
+from lakehouse.medallion.contracts import (
+    BUSINESS_KEYS,
+    EXPECTATION_RESULTS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SILVER_SCHEMAS,
+    bronze_schema,
+)
+from lakehouse.medallion.expectations import (
+    DUPLICATES,
+    EXPECTATIONS,
+    MALFORMED_FLAG,
+    Expectation,
+    ExpectationCount,
+    FlaggedRows,
+    builtin_expectations,
+    check_counts,
+    flag_expectations,
+    malformed_condition,
+)
+from lakehouse.platform.catalog import (
+    ENTITIES,
+    SILVER_EXPECTATIONS,
+    SILVER_QUARANTINE,
+    TableCatalog,
+)
+from lakehouse.platform.tables import append_batch, create_if_missing, has_commit, merge_upsert
+
+log = logging.getLogger(__name__)
+
+_RAW_RECORD = "_raw_record"
+_METADATA = ("_source_file", "_ingested_at")
+_VERSIONS = "_versions"  # distinct records of a key in a batch, see deduplicate()
+
+
+def silver_table(entity: str) -> str:
+    """The silver table name of ``entity`` (``silver.<entity>``)."""
+    check_entity(entity)
+    return f"silver.{entity}"
+
+
+# --- Typing (pure transforms) -------------------------------------------------------------------
+
+
+def _cast(name: str, data_type: DataType) -> Column:
+    """Cast a bronze string to ``data_type``; a value that does not convert becomes null."""
+    raw = F.nullif(F.trim(F.col(f"`{name}`")), F.lit(""))
+    if isinstance(data_type, StringType):
+        return raw
+    if isinstance(data_type, IntegerType):
+        # "36" and "36.0" are both 36; "36.5" is not an integer.
+        as_double = raw.try_cast("double")
+        integral = F.when(as_double == F.floor(as_double), as_double.try_cast("int"))
+        return F.coalesce(raw.try_cast("int"), integral)
+    return raw.try_cast(data_type)
+
+
+def typed_columns(entity: str) -> list[Column]:
+    """The silver columns of ``entity`` as expressions over its bronze columns."""
+    check_entity(entity)
+    return [
+        (F.col(f.name) if f.name in _METADATA else _cast(f.name, f.dataType))
+        .cast(f.dataType)
+        .alias(f.name)
+        for f in SILVER_SCHEMAS[entity].fields
+    ]
+
+
+def typed(df: DataFrame, entity: str) -> DataFrame:
+    """Bronze rows of ``entity`` -> the silver columns and types (no row is removed)."""
+    return df.select(*typed_columns(entity))
+
+
+def typed_customers(df: DataFrame) -> DataFrame:
+    """Bronze customers -> silver customer columns and types."""
+    return typed(df, "customers")
+
+
+def typed_transactions(df: DataFrame) -> DataFrame:
+    """Bronze transactions -> silver transaction columns and types."""
+    return typed(df, "transactions")
+
+
+def typed_loan_applications(df: DataFrame) -> DataFrame:
+    """Bronze loan applications -> silver loan application columns and types."""
+    return typed(df, "loan_applications")
+
+
+def typed_repayments(df: DataFrame) -> DataFrame:
+    """Bronze repayments -> silver repayment columns and types."""
+    return typed(df, "repayments")
+
+
+def prepare_batch(bronze: DataFrame, entity: str) -> DataFrame:
+    """Bronze rows -> typed columns + ``_rescued_data``, the raw record (JSON) and a malformed
+    flag: what :func:`lakehouse.medallion.expectations.flag_expectations` and the quarantine
+    need."""
+    raw_columns = [f.name for f in bronze_schema(entity).fields]
+    return bronze.select(
+        *typed_columns(entity),
+        F.col("_rescued_data"),
+        F.to_json(F.struct(*[F.col(c) for c in raw_columns])).alias(_RAW_RECORD),
+        F.expr(malformed_condition(entity)).alias(MALFORMED_FLAG),
+    )
+
+
+def deduplicate(df: DataFrame, entity: str, versions: str | None = None) -> DataFrame:
+    """One row per business key: the latest by ``_ingested_at``, then ``_source_file``.
+
+    Remaining ties (the same key twice in one file) are broken by the row's values, so the
+    choice is deterministic. With ``versions``, each kept row also gets, in that column, how many
+    distinct versions of its record (its data columns, file and ingest time aside) ``df`` held:
+    their sum over the result is the number of distinct records, from the same window.
+    """
+    keys = list(BUSINESS_KEYS[entity])
+    data = [f.name for f in SILVER_SCHEMAS[entity].fields if f.name not in keys]
+    order = [F.col(c).desc_nulls_last() for c in ["_ingested_at", "_source_file", *data]]
+    by_key = Window.partitionBy(*keys)
+    if versions is not None:
+        record = [c for c in df.columns if c not in _METADATA]
+        version = F.dense_rank().over(by_key.orderBy(*record))
+        df = df.withColumn(versions, version).withColumn(versions, F.max(versions).over(by_key))
+    ranked = df.withColumn("_rank", F.row_number().over(by_key.orderBy(*order)))
+    return ranked.where("_rank = 1").drop("_rank")
+
+
+def _size_columns() -> list[Column]:
+    """Of a deduplicated batch: its keys and its distinct records (``deduplicate(versions=)``)."""
+    return [F.count(F.lit(1)).alias("keys"), F.sum(_VERSIONS).alias("records")]
+
+
+def _sizes(row: Any) -> tuple[int, int]:
+    """(keys, distinct records) from a row or observation of :func:`_size_columns`."""
+    assert row is not None
+    return int(row["keys"]), int(row["records"] or 0)
+
+
+def _count_sizes(deduplicated: DataFrame) -> tuple[int, int]:
+    """(keys, distinct records) of a deduplicated batch, counted by a job of their own."""
+    return _sizes(deduplicated.agg(*_size_columns()).first())
+
+
+def _newer_and_different(entity: str) -> str:
+    keys = set(BUSINESS_KEYS[entity])
+    data = [f.name for f in SILVER_SCHEMAS[entity].fields if f.name not in keys | set(_METADATA)]
+    newer = (
+        "(s._ingested_at > t._ingested_at OR "
+        "(s._ingested_at = t._ingested_at AND s._source_file > t._source_file))"
+    )
+    same = " AND ".join(f"s.`{c}` <=> t.`{c}`" for c in data)
+    return f"{newer} AND NOT ({same})"
+
+
+# --- Build --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SilverResult:
+    """What one silver build of one entity did."""
+
+    entity: str
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    quarantined: int = 0
+    exact_duplicates: int = 0
+    key_duplicates: int = 0
+    warnings: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def duplicates(self) -> int:
+        """Rows not inserted because their business key was seen already."""
+        return self.exact_duplicates + self.key_duplicates
+
+    def __str__(self) -> str:
+        warned = ", ".join(f"{name}={n}" for name, n in self.warnings if n)
+        return (
+            f"silver.{self.entity}: {self.rows_read} read, {self.inserted} inserted, "
+            f"{self.updated} updated, {self.quarantined} quarantined, "
+            f"{self.duplicates} duplicates" + (f" (warnings: {warned})" if warned else "")
+        )
+
+
+def ensure_shared_tables(spark: SparkSession, catalog: TableCatalog) -> None:
+    """Create (empty) and register ``silver.quarantine`` and ``silver.expectation_results``.
+
+    Every entity's build appends to both: create them before building entities concurrently.
+    """
+    create_if_missing(
+        spark,
+        catalog,
+        SILVER_QUARANTINE,
+        spark.createDataFrame([], QUARANTINE_SCHEMA),
+        comment="Every bronze row rejected by silver, with the rule it broke.",
+    )
+    create_if_missing(
+        spark,
+        catalog,
+        SILVER_EXPECTATIONS,
+        spark.createDataFrame([], EXPECTATION_RESULTS_SCHEMA),
+        comment="Rows passing and failing each expectation, per run and entity.",
+    )
+
+
+def _ensure_tables(spark: SparkSession, catalog: TableCatalog, entity: str) -> bool:
+    """Create the tables a silver build of ``entity`` writes; True when ``silver.<entity>`` was
+    created by this call (so it is empty)."""
+    created = create_if_missing(
+        spark,
+        catalog,
+        silver_table(entity),
+        spark.createDataFrame([], SILVER_SCHEMAS[entity]),
+        comment=f"Typed, checked {entity}, one row per {', '.join(BUSINESS_KEYS[entity])}.",
+    )
+    ensure_shared_tables(spark, catalog)
+    return created
+
+
+def build_silver_entity(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    entity: str,
+    checkpoint_dir: Path | str,
+    run_id: str,
+    expectations: Sequence[Expectation] | None = None,
+) -> SilverResult:
+    """MERGE the bronze rows of ``entity`` not processed yet into ``silver.<entity>``.
+
+    ``expectations`` defaults to :data:`lakehouse.medallion.expectations.EXPECTATIONS` of the
+    entity; the
+    built-in ``malformed``, ``schema_drift`` and ``required_fields`` rules always apply. A re-run
+    with no new bronze row writes nothing.
+
+    Each micro-batch is read once (kept in memory while it is processed): one aggregation gives
+    the expectation counts before anything is written; the deduplication counts the distinct
+    records and keys on the way (a MERGE's source is counted first, as a MERGE may read it
+    twice). The first batch into a silver table this build has just created is appended, since
+    there is nothing to MERGE with; later batches are MERGEd.
+
+    Raises:
+        ExpectationFailed: a ``fail`` expectation failed; nothing of that batch was written and
+            the next run processes it again.
+        ValueError: unknown entity, or the bronze table does not exist yet.
+    """
+    check_entity(entity)
+    source_table = bronze_table(entity)
+    if not catalog.exists(spark, source_table):
+        raise ValueError(f"{source_table} does not exist: ingest the landing files first")
+    target = silver_table(entity)
+    empty_target = _ensure_tables(spark, catalog, entity)
+    replayed = pending_batch(spark, checkpoint_dir)  # a batch an earlier run did not finish
+    first, last = builtin_expectations(entity)
+    rules = [*first, *(EXPECTATIONS[entity] if expectations is None else expectations), *last]
+    keys = list(BUSINESS_KEYS[entity])
+    silver_columns = [f.name for f in SILVER_SCHEMAS[entity].fields]
+    totals: dict[str, int] = {}
+    warnings: dict[str, int] = {}
+
+    def process(batch: DataFrame, batch_id: int) -> None:
+        flagged = flag_expectations(prepare_batch(batch, entity), rules)
+        # Only rejected rows need their raw record: passing rows do not carry it in memory.
+        raw_if_rejected = F.when(~flagged.passed, F.col(_RAW_RECORD))
+        rows = flagged.df.withColumn(_RAW_RECORD, raw_if_rejected).persist()
+        try:
+            _process(flagged, rows, batch_id)
+        finally:
+            rows.unpersist()
+
+    def _process(flagged: FlaggedRows, rows: DataFrame, batch_id: int) -> None:
+        nonlocal empty_target
+        now = datetime.now(UTC)
+        passed = flagged.passed
+        stats = rows.agg(
+            F.count(F.lit(1)).alias("_rows"),
+            *flagged.aggregates,
+            F.count_if(passed).alias("_passed"),
+        ).first()
+        assert stats is not None
+        rows_read = int(stats["_rows"])
+        if rows_read == 0:
+            return
+        counts = flagged.counts(stats)
+        check_counts(counts, rules, entity)  # a failed `fail` rule stops here: nothing written
+        quarantined = sum(c.failed for c in counts if c.action == "drop")
+
+        app_id = stream_app_id(checkpoint_dir, target)
+        if quarantined:
+            append_batch(
+                flagged.rejected_rows(rows).select(
+                    F.lit(entity).alias("entity"),
+                    F.col("rule"),
+                    F.col("reason"),
+                    F.col(_RAW_RECORD).alias("raw_record"),
+                    F.col("_source_file"),
+                    F.col("_ingested_at"),
+                    F.lit(now).cast("timestamp").alias("quarantined_at"),
+                    F.lit(run_id).alias("run_id"),
+                ),
+                catalog,
+                SILVER_QUARANTINE,
+                f"{app_id}:quarantine",
+                batch_id,
+                replayed,
+            )
+        inserted = updated = unique_keys = distinct_rows = 0
+        if int(stats["_passed"]):
+            deduped = deduplicate(
+                flagged.passed_rows(rows).select(*silver_columns), entity, versions=_VERSIONS
+            )
+            if empty_target:
+                observed = Observation(f"{target}:{batch_id}")
+                written = deduped.observe(observed, *_size_columns()).drop(_VERSIONS)
+                if append_batch(written, catalog, target, app_id, batch_id, replayed):
+                    unique_keys, distinct_rows = _sizes(observed.get)
+                else:  # an earlier attempt appended this batch: count it again
+                    unique_keys, distinct_rows = _count_sizes(deduped)
+                inserted = unique_keys
+            else:
+                # A MERGE may read its source more than once: count before, not on the way.
+                unique_keys, distinct_rows = _count_sizes(deduped)
+                metrics = merge_upsert(
+                    spark,
+                    catalog,
+                    target,
+                    deduped.drop(_VERSIONS),
+                    keys,
+                    update_condition=_newer_and_different(entity),
+                    read_history=False,
+                )
+                inserted = metrics.get("numTargetRowsInserted", 0)
+                updated = metrics.get("numTargetRowsUpdated", 0)
+            empty_target = False
+        exact = rows_read - quarantined - distinct_rows
+        key_dups = distinct_rows - unique_keys
+        # A row whose key silver already held is a duplicate, whether it updated it or not.
+        key_dups += unique_keys - inserted
+        duplicates = ExpectationCount(DUPLICATES, "drop", inserted, exact + key_dups)
+        _record(
+            spark,
+            catalog,
+            run_id,
+            entity,
+            [*counts, duplicates],
+            now,
+            app_id,
+            batch_id,
+            replayed,
+        )
+
+        for name, value in (
+            ("rows_read", rows_read),
+            ("inserted", inserted),
+            ("updated", updated),
+            ("quarantined", quarantined),
+            ("exact_duplicates", exact),
+            ("key_duplicates", key_dups),
+        ):
+            totals[name] = totals.get(name, 0) + value
+        for count in counts:
+            if count.action == "warn":
+                warnings[count.name] = warnings.get(count.name, 0) + count.failed
+        log.info(
+            "%s batch %d: %d read, %d inserted, %d updated, %d quarantined, %d duplicates",
+            target,
+            batch_id,
+            rows_read,
+            inserted,
+            updated,
+            quarantined,
+            exact + key_dups,
+        )
+
+    stream = _bronze_stream(spark, catalog, source_table)
+    run_available_now(stream, checkpoint_dir, process)
+    return SilverResult(
+        entity,
+        rows_read=totals.get("rows_read", 0),
+        inserted=totals.get("inserted", 0),
+        updated=totals.get("updated", 0),
+        quarantined=totals.get("quarantined", 0),
+        exact_duplicates=totals.get("exact_duplicates", 0),
+        key_duplicates=totals.get("key_duplicates", 0),
+        warnings=tuple(sorted(warnings.items())),
+    )
+
+
+def _bronze_stream(spark: SparkSession, catalog: TableCatalog, name: str) -> DataFrame:
+    """A streaming read of the append-only bronze table ``name``.
+
+    A stream without a checkpoint yet starts from the table's first commit while the log still
+    holds it: for an append-only table its changes are exactly the table's rows, read from the
+    commit files, whereas the default start reconstructs and sorts the whole current snapshot
+    first. With a checkpoint, the checkpoint decides where the stream resumes either way.
+    """
+    reader = spark.readStream.format("delta")
+    if has_commit(spark, catalog, name, 0):
+        reader = reader.option("startingVersion", 0)
+    return reader.load(catalog.path(name))
+
+
+def _record(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    run_id: str,
+    entity: str,
+    counts: Sequence[ExpectationCount],
+    evaluated_at: datetime,
+    app_id: str,
+    batch_id: int,
+    replayed: int | None,
+) -> None:
+    rows = [
+        (run_id, entity, c.name, c.action, int(c.passed), int(c.failed), evaluated_at)
+        for c in counts
+    ]
+    append_batch(
+        spark.createDataFrame(rows, EXPECTATION_RESULTS_SCHEMA),
+        catalog,
+        SILVER_EXPECTATIONS,
+        f"{app_id}:expectations",
+        batch_id,
+        replayed,
+    )
+
+
+def build_silver(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    checkpoint_dir: Path | str,
+    run_id: str,
+    entities: Sequence[str] = ENTITIES,
+) -> list[SilverResult]:
+    """Build silver for every entity, each with its own checkpoint ``checkpoint_dir/<entity>``."""
+    for entity in entities:
+        check_entity(entity)
+    return [
+        build_silver_entity(
+            spark, catalog, entity, f"{str(checkpoint_dir).rstrip('/')}/{entity}", run_id
+        )
+        for entity in entities
+    ]
+
+
+# --- Accounting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Where the bronze rows of one entity went."""
+
+    entity: str
+    bronze_rows: int
+    silver_rows: int
+    quarantined_rows: int
+    duplicate_rows: int
+
+    @property
+    def balanced(self) -> bool:
+        """Every bronze row is in silver, in the quarantine, or counted as a duplicate."""
+        return self.bronze_rows == self.silver_rows + self.quarantined_rows + self.duplicate_rows
+
+
+def accounting(spark: SparkSession, catalog: TableCatalog, entity: str) -> Accounting:
+    """Count bronze, silver, quarantined and duplicate rows of ``entity`` (missing tables: 0)."""
+    check_entity(entity)
+
+    def count(name: str, where: Column | None = None) -> int:
+        if not catalog.exists(spark, name):
+            return 0
+        df = catalog.read(spark, name)
+        return df.where(where).count() if where is not None else df.count()
+
+    duplicates = 0
+    if catalog.exists(spark, SILVER_EXPECTATIONS):
+        row = (
+            catalog.read(spark, SILVER_EXPECTATIONS)
+            .where((F.col("entity") == entity) & (F.col("expectation") == DUPLICATES))
+            .agg(F.sum("failed").alias("n"))
+            .first()
+        )
+        duplicates = int(row["n"] or 0) if row else 0
+    return Accounting(
+        entity=entity,
+        bronze_rows=count(bronze_table(entity)),
+        silver_rows=count(silver_table(entity)),
+        quarantined_rows=count(SILVER_QUARANTINE, F.col("entity") == entity),
+        duplicate_rows=duplicates,
+    )
+
+
+__all__ = [
+    "Accounting",
+    "SilverResult",
+    "accounting",
+    "build_silver",
+    "build_silver_entity",
+    "deduplicate",
+    "ensure_shared_tables",
+    "prepare_batch",
+    "typed",
+    "typed_columns",
+    "typed_customers",
+    "typed_loan_applications",
+    "typed_repayments",
+    "typed_transactions",
+]

@@ -1,0 +1,1 @@
+"""Training configuration, evaluation, training, MLflow tracking and the model registry."""

@@ -1,0 +1,1 @@
+"""Settings and profiles, the Spark session, jars, the table catalog and Delta table operations."""

@@ -1,0 +1,211 @@
+"""The JVM side: Delta Lake's jars from Maven Central, and the platform's local file system.
+
+``python -m lakehouse.platform.jars`` (run by ``make setup``) checks Java, resolves Delta's jars
+with
+Maven when they are missing, builds the local file system's jar when it is missing (see
+:func:`local_fs_jar`) and prints their paths. A second run finds them and does nothing else.
+No jar is ever committed to the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SPARK_BINARY_VERSION = "4.2"
+SCALA_BINARY_VERSION = "2.13"
+DELTA_VERSION = "4.4.0"
+MIN_JAVA = 17
+
+#: (group, artifact, version) of every jar the driver and executors need besides Spark's own.
+DELTA_ARTIFACTS: tuple[tuple[str, str, str], ...] = (
+    ("io.delta", f"delta-spark_{SPARK_BINARY_VERSION}_{SCALA_BINARY_VERSION}", DELTA_VERSION),
+    ("io.delta", "delta-storage", DELTA_VERSION),
+)
+
+
+class SetupError(RuntimeError):
+    """The machine lacks something the platform needs; the message says what to do."""
+
+
+def m2_repository() -> Path:
+    """The local Maven repository (``$M2_REPO`` or ``~/.m2/repository``)."""
+    return Path(os.environ.get("M2_REPO", "~/.m2/repository")).expanduser()
+
+
+def jar_paths(repo: Path | None = None) -> list[Path]:
+    """Where each Delta jar lives in the local Maven repository."""
+    repo = repo or m2_repository()
+    return [
+        repo.joinpath(*group.split("."), artifact, version, f"{artifact}-{version}.jar")
+        for group, artifact, version in DELTA_ARTIFACTS
+    ]
+
+
+def java_major_version(java: str = "java") -> int:
+    """The major version of the ``java`` on the PATH (or of ``$JAVA_HOME``)."""
+    java_home = os.environ.get("JAVA_HOME")
+    exe = str(Path(java_home) / "bin" / "java") if java_home else shutil.which(java)
+    if not exe or not Path(exe).exists():
+        raise SetupError(
+            f"Java {MIN_JAVA} or newer is required and no `java` was found. "
+            "Install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
+        )
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise SetupError(f"could not read the Java version from `{exe} -version`")
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 and match.group(2) else major
+
+
+def check_java() -> int:
+    """Fail with a clear message unless Java >= 17 is available."""
+    major = java_major_version()
+    if major < MIN_JAVA:
+        raise SetupError(
+            f"Java {major} found, but Spark 4 needs Java {MIN_JAVA} or newer: install it "
+            "(Debian: apt-get install openjdk-17-jre-headless) or point JAVA_HOME at one."
+        )
+    return major
+
+
+def check_python_package() -> None:
+    """Warn when the installed delta-spark wheel does not match the JVM artifact."""
+    try:
+        installed = metadata.version("delta-spark")
+    except metadata.PackageNotFoundError:
+        return
+    if installed != DELTA_VERSION:
+        log.warning("delta-spark %s installed but jars are %s", installed, DELTA_VERSION)
+
+
+def resolve_jars(repo: Path | None = None) -> list[Path]:
+    """Return the Delta jars, downloading them with Maven first when any is missing."""
+    paths = jar_paths(repo)
+    missing = [
+        (coords, path)
+        for coords, path in zip(DELTA_ARTIFACTS, paths, strict=True)
+        if not path.is_file()
+    ]
+    if not missing:
+        return paths
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise SetupError(
+            "Delta Lake's jars are not in ~/.m2 and Maven is not installed to fetch them. "
+            "Install Maven (Debian: apt-get install maven) and run `make setup` again."
+        )
+    for (group, artifact, version), _ in missing:
+        coords = f"{group}:{artifact}:{version}"
+        log.info("resolving %s from Maven Central", coords)
+        cmd = [mvn, "-q", "-B", "dependency:get", f"-Dartifact={coords}", "-Dtransitive=false"]
+        if repo is not None:
+            cmd.append(f"-Dmaven.repo.local={repo}")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+            raise SetupError(
+                f"Maven could not resolve {coords} from Maven Central.\n{tail}\n"
+                "Check the network access to Maven Central (or a mirror in ~/.m2/settings.xml) "
+                "and run `make setup` again."
+            )
+    still = [str(p) for p in paths if not p.is_file()]
+    if still:
+        raise SetupError(f"Maven finished but these jars are still missing: {still}")
+    return paths
+
+
+#: Hadoop's raw local file system, setting permissions with java.nio instead of a forked ``chmod``.
+LOCAL_FS_CLASS = "io.lakehouse.fs.NioRawLocalFileSystem"
+_LOCAL_FS_SOURCE = Path(__file__).with_name("jvm") / "NioRawLocalFileSystem.java"
+
+
+def spark_jars_dir() -> Path:
+    """The jars of the Spark this Python runs: ``$SPARK_HOME/jars``, else pyspark's own."""
+    spark_home = os.environ.get("SPARK_HOME")
+    if spark_home and (Path(spark_home) / "jars").is_dir():
+        return Path(spark_home) / "jars"
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "jars"
+
+
+def cache_dir() -> Path:
+    """Where built jars are kept: ``$XDG_CACHE_HOME/lakehouse`` (default ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "lakehouse"
+
+
+def local_fs_jar(cache: Path | None = None) -> Path | None:
+    """The jar of :data:`LOCAL_FS_CLASS`, compiled from its source on first use.
+
+    Without Hadoop's native library (not shipped with pyspark), Hadoop's local file system
+    forks ``chmod`` for every file and directory it creates: each Delta commit, checkpoint
+    file and data file. The class in ``lakehouse/jvm`` makes the same change with a system call.
+    It is compiled with ``javac`` against Spark's own Hadoop jar, once per source and Hadoop
+    version (both are in the jar's name), into :func:`cache_dir`. Returns ``None`` when the jar
+    is missing and cannot be built (no ``javac``: a Java runtime without its development kit;
+    no Hadoop jar; a failed build, logged); Spark then keeps Hadoop's own local file system.
+    """
+    hadoop = sorted(spark_jars_dir().glob("hadoop-client-api-*.jar"))
+    if not hadoop:
+        return None
+    digest = hashlib.sha256(_LOCAL_FS_SOURCE.read_bytes() + hadoop[-1].name.encode()).hexdigest()
+    jar = (cache or cache_dir()) / f"lakehouse-localfs-{digest[:12]}.jar"
+    if jar.is_file():
+        return jar
+    javac = shutil.which("javac")
+    jar_tool = shutil.which("jar")
+    if javac is None or jar_tool is None:
+        return None
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=jar.parent) as work:
+        classes = Path(work) / "classes"
+        compile_ = [javac, "--release", "17", "-nowarn", "-cp", str(hadoop[-1])]
+        steps = [
+            [*compile_, "-d", str(classes), str(_LOCAL_FS_SOURCE)],
+            [jar_tool, "cf", str(Path(work) / jar.name), "-C", str(classes), "."],
+        ]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                log.warning("could not build %s: %s", jar.name, (done.stdout + done.stderr)[-500:])
+                return None
+        os.replace(Path(work) / jar.name, jar)  # atomic: concurrent builds cannot tear it
+    log.info("built %s", jar)
+    return jar
+
+
+def main() -> int:
+    """Check Java and resolve the jars; print one path a line."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        major = check_java()
+        check_python_package()
+        paths = resolve_jars()
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"java {major}; delta {DELTA_VERSION} for spark {SPARK_BINARY_VERSION}:")
+    for path in paths:
+        print(f"  {path}")
+    local_fs = local_fs_jar()
+    if local_fs is None:
+        print("local file system: Hadoop's own (the platform's was not built: it needs javac)")
+    else:
+        print(f"local file system: {local_fs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""The one SparkSession factory.
+
+Only jobs, notebooks, the CLI, benchmarks and ``tests/conftest.py`` call :func:`get_spark`;
+every other function takes ``spark`` as a parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+from lakehouse.platform.catalog import TableCatalog, register_all
+from lakehouse.platform.jars import LOCAL_FS_CLASS, local_fs_jar, resolve_jars
+from lakehouse.platform.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def table_catalog(settings: Settings) -> TableCatalog:
+    """The table catalog rooted where the settings keep tables."""
+    return TableCatalog(settings.tables_root)
+
+
+def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
+    """The Spark configuration the platform needs, as a plain mapping.
+
+    ``launches_jvm`` is False under ``spark-submit``, where the driver's class path is already
+    fixed.
+
+    Delta's SQL extension and catalog, an in-memory session catalog (the tables are registered
+    from the folder layout, see :mod:`lakehouse.platform.catalog`) and defaults that suit a small
+    machine.
+
+    Local paths (``file:``) go through Hadoop's raw local file system: no ``.crc`` sidecar
+    beside every file. Without Hadoop's native library each file Hadoop creates costs a forked
+    ``chmod``, and the sidecars doubled them; a Delta commit writes several small files (the
+    commit, its temporary copy), so this was most of what a small Delta append cost beyond the
+    same Parquet write. Object stores have no such sidecars either.
+
+    For the same reason Delta commits and streaming checkpoints on local paths go through
+    Hadoop's ``FileSystem`` API rather than its ``FileContext`` API: a ``FileContext`` rename
+    asks for the link status of both paths, and without the native library each ask forks
+    ``readlink``, four forks for every commit and checkpoint file (about 10 ms each here;
+    about 240 of the 430 forks of a pipeline run at 10^5 transactions). ``LocalLogStore``
+    (Delta's store for local disks; ``file:`` paths only, object stores keep their own) and
+    Spark's ``FileSystemBasedCheckpointFileManager`` write a temporary file and rename it
+    without overwriting, as the default ones do: a commit, once written, is never replaced.
+
+    With a local master, when this process launches the JVM, the raw local file system is the
+    platform's subclass (:data:`lakehouse.platform.jars.LOCAL_FS_CLASS`, built at set-up, see
+    :func:`lakehouse.platform.jars.local_fs_jar`), which sets the permission of each new file and
+    directory with a system call instead of a forked ``chmod``: about 190 forks of a pipeline
+    run at 10^5 transactions. A cluster's executors, and a driver started by ``spark-submit``,
+    do not have its jar on their class path: they keep Hadoop's class.
+    """
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalogImplementation": "in-memory",
+        "spark.sql.warehouse.dir": str(settings.warehouse_dir),
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.default.parallelism": str(max(2, settings.shuffle_partitions)),
+        "spark.ui.enabled": str(settings.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.memory": settings.driver_memory,
+        "spark.databricks.delta.snapshotPartitions": str(max(1, settings.shuffle_partitions)),
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.adaptive.enabled": "true",
+        # Cached data (a micro-batch held while silver processes it) is stored uncompressed:
+        # compressing a 10^6-row batch took longer than computing it; memory is not short here.
+        "spark.sql.inMemoryColumnarStorage.compressed": "false",
+        "spark.driver.extraJavaOptions": "-Dderby.system.home=" + str(settings.home),
+        "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.RawLocalFs",
+        "spark.delta.logStore.file.impl": "io.delta.storage.LocalLogStore",
+        "spark.sql.streaming.checkpointFileManagerClass": (
+            "org.apache.spark.sql.execution.streaming.checkpointing."
+            "FileSystemBasedCheckpointFileManager"
+        ),
+        **delta_write_conf(),
+    }
+    if settings.spark_master.startswith("local"):
+        # A stream's micro-batch names each new file: past 32 paths Spark lists them with a
+        # job of one task per file. Locally those tasks run on the driver's own cores, so the
+        # job costs far more than listing the files where they are (90 daily drops: ~1 s).
+        conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
+        jar = local_fs_jar() if launches_jvm else None
+        if jar is not None:
+            conf["spark.driver.extraClassPath"] = str(jar)
+            conf["spark.hadoop.fs.file.impl"] = LOCAL_FS_CLASS
+    return conf
+
+
+def delta_write_conf() -> dict[str, str]:
+    """How the platform writes Delta tables: session defaults every new table inherits.
+
+    * no optimized writes or auto compaction (small local tables; stated so that a cluster's
+      defaults cannot turn them on behind the platform's back);
+    * no checksum file (``<version>.crc``) after each commit: computing it costs about as much
+      as writing a 10^5-row file here, and Delta reads a table the same without it;
+    * commits to one table serialized within the application, so the entities the pipeline
+      builds side by side append safely to the shared silver tables.
+    """
+    delta = "spark.databricks.delta."
+    return {
+        delta + "optimizeWrite.enabled": "false",
+        delta + "writeChecksumFile.enabled": "false",
+        delta + "autoCompact.enabled": "false",
+        delta + "commitLock.enabled": "true",
+    }
+
+
+def _under_spark_submit() -> bool:
+    """True when a JVM was already started by ``spark-submit`` for this Python process."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(
+    settings: Settings | None = None,
+    app_name: str = "lakehouse",
+    conf: Mapping[str, str] | None = None,
+    register_tables: bool = True,
+) -> SparkSession:
+    """Build (or return the running) SparkSession with Delta configured.
+
+    Args:
+        settings: platform settings; defaults to :func:`load_settings`.
+        app_name: the Spark application name.
+        conf: extra Spark configuration, applied last.
+        register_tables: register every table under the root so ``bronze.*``, ``silver.*``
+            and ``gold.*`` resolve in SQL.
+    """
+    settings = settings or load_settings()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if settings.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no network interface needed
+    settings.home.mkdir(parents=True, exist_ok=True)
+
+    builder = SparkSession.builder.appName(app_name)
+    launches_jvm = not _under_spark_submit()
+    options = spark_conf(settings, launches_jvm=launches_jvm)
+    if launches_jvm:
+        # This process starts the JVM: it decides the master and the class path. Under
+        # spark-submit both come from the command line (--master, --jars).
+        builder = builder.master(settings.spark_master)
+        options["spark.jars"] = ",".join(str(p) for p in resolve_jars())
+    for key, value in {**options, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    _check_delta(spark)
+    if register_tables:
+        register_all(spark, table_catalog(settings))
+    return spark
+
+
+def _check_delta(spark: SparkSession) -> None:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    try:
+        jvm.java.lang.Class.forName(
+            "io.delta.sql.DeltaSparkSessionExtension",
+            True,
+            jvm.java.lang.Thread.currentThread().getContextClassLoader(),
+        )
+    except Exception as exc:  # py4j raises a generic Py4JJavaError
+        raise RuntimeError(
+            "Delta Lake's classes are not on Spark's class path. Under spark-submit pass them "
+            'with --jars "$(lakehouse jars)"; otherwise run `make setup`.'
+        ) from exc

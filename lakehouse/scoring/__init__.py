@@ -1,0 +1,1 @@
+"""Model resolution, batch and streaming scoring, decisions."""

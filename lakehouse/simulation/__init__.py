@@ -1,0 +1,1 @@
+"""The seeded credit-risk world and the faults it can inject."""

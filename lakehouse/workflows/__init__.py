@@ -1,0 +1,1 @@
+"""Lifecycle rules shared by the demo, the jobs and the notebooks."""
