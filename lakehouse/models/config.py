@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 
 MODEL_TYPES: tuple[str, ...] = ("random_forest", "hist_gradient_boosting")
 
+#: Fields of the loan application itself that the model reads besides the stored features.
+REQUEST_COLUMNS: tuple[str, ...] = ("loan_amount", "term_months", "purpose")
+
 #: Metrics of :func:`lakehouse.models.training.evaluate`; the gate may use any of them.
 GATE_METRICS: tuple[str, ...] = (
     "roc_auc",

@@ -40,6 +40,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from lakehouse.models.config import MODEL_TYPES as MODEL_TYPES
+from lakehouse.models.config import REQUEST_COLUMNS
 from lakehouse.models.config import TrainConfig as TrainConfig
 from lakehouse.platform.settings import Settings
 
@@ -55,8 +56,6 @@ log = logging.getLogger(__name__)
 LABEL = "defaulted"
 TIMESTAMP = "application_timestamp"
 KEY_COLUMNS: tuple[str, ...] = ("application_id", "customer_id")
-#: Columns of the application itself that the model reads besides the stored features.
-REQUEST_COLUMNS: tuple[str, ...] = ("loan_amount", "term_months", "purpose")
 # MODEL_TYPES and TrainConfig are imported above from lakehouse.models.config, which the
 # CLI reads without importing scikit-learn.
 #: Probability at or above which an application is classed as a default.

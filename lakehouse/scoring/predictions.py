@@ -64,6 +64,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from lakehouse.models.config import REQUEST_COLUMNS
 from lakehouse.platform.catalog import (
     GOLD_CUSTOMER_PROFILE,
     GOLD_CUSTOMER_TRANSACTIONS,
@@ -91,7 +92,7 @@ FEATURE_TABLES: tuple[str, ...] = (GOLD_CUSTOMER_PROFILE, GOLD_CUSTOMER_TRANSACT
 #: MERGE key of ``gold.predictions``.
 PREDICTION_KEYS: tuple[str, ...] = ("application_id", "model_version")
 #: Columns of ``silver.loan_applications`` handed to the feature provider besides the entity.
-REQUEST_COLUMNS: tuple[str, ...] = ("application_id", "loan_amount", "term_months", "purpose")
+ENTITY_REQUEST_COLUMNS: tuple[str, ...] = ("application_id", *REQUEST_COLUMNS)
 SCORING_MODES: tuple[str, ...] = ("batch", "stream")
 #: Checkpoint sub-folder of the scoring stream under ``settings.checkpoints_dir``.
 CHECKPOINT_NAME = "scoring"
@@ -458,14 +459,16 @@ def _default_features_fn() -> FeaturesFn:
 def entity_frame(applications: DataFrame) -> DataFrame:
     """The entity rows of the feature provider: the entity, its event time and the request."""
     missing = [
-        c for c in ("customer_id", "applied_at", *REQUEST_COLUMNS) if c not in applications.columns
+        c
+        for c in ("customer_id", "applied_at", *ENTITY_REQUEST_COLUMNS)
+        if c not in applications.columns
     ]
     if missing:
         raise ValueError(f"applications lack column(s): {', '.join(missing)}")
     return applications.select(
         "customer_id",
         F.col("applied_at").alias("event_timestamp"),
-        *REQUEST_COLUMNS,
+        *ENTITY_REQUEST_COLUMNS,
     )
 
 
