@@ -10,11 +10,12 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup jars demo test lint typecheck pytest format clean help
+.PHONY: setup jars demo test test-unit lint typecheck pytest format clean help
 
 help:
 	@echo "make demo   run the whole lifecycle on embedded defaults (state in \$$LAKEHOUSE_HOME, default ~/.lakehouse)"
 	@echo "make test   lint, type-check and run the test suite"
+	@echo "make test-unit  the tests that need no JVM (under a minute)"
 	@echo "make setup  create $(VENV) and resolve Delta Lake's jars (both idempotent)"
 
 $(STAMP): pyproject.toml
@@ -35,6 +36,7 @@ demo: setup
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -43,6 +45,10 @@ pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The tests that need no JVM (pure logic: settings, URIs, gate decisions, contracts, datagen).
+test-unit: $(STAMP)
+	LAKEHOUSE_TEST_TIER=unit $(BIN)/pytest -m "not jvm" -p no:xdist
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

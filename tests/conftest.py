@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,34 +20,22 @@ from lakehouse.platform.spark import get_spark
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: The JIT, collector and code cache of every JVM the tests start: each worker's shared session
-#: below and every child process (spark-submit jobs, the demo, notebook kernels, ``lakehouse
-#: sql``, Feast, a standalone cluster). The suite is CPU-bound on two cores, and its JVMs spend
-#: their time on many small Spark and Delta jobs over a few minutes, where C2's compilations
-#: do not pay back: C1 alone costs about a tenth less CPU than C1 and C2 (the demo: 300 against
-#: 340 CPU seconds). In the shared sessions the three options below together cost about a
-#: fifth less than the JVM's defaults (test_gold, test_silver and test_registry on two workers:
-#: 495 CPU seconds against 644 and 690, 324 s against 360 and 408 s). The serial
-#: collector, with no concurrent GC threads, about a fifteenth less than G1 (the three
-#: spark-submit jobs of test_pipeline, six rounds each: median 209 against 223 CPU seconds, lower
-#: in five rounds of six). With C1 alone the JVM reserves a smaller code cache (48 MB), which the
-#: demo fills a minute in ("CodeCache is full. Compiler has been disabled.") and runs
-#: interpreted from then on; the size of tiered compilation (240 MB) keeps it compiling (the
-#: demo, two rounds each: 250 and 255 against 282 and 292 CPU seconds).
+#: The JIT, collector and code cache of every JVM the tests start (the shared session and every
+#: child process). The suite is CPU-bound on two cores and its JVMs run many small Spark jobs for
+#: a few minutes, where C2's compilations do not pay back and a serial collector saves the
+#: concurrent GC threads; C1 alone reserves a code cache too small for the demo, hence 240m.
 JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
 
-#: Spark's code generation off (SparkConf reads ``spark.*`` system properties), for the same
-#: JVMs. Most tests run a few hundred rows, where compiling a query's Java source with Janino
-#: costs more than evaluating its expressions row by row (JFR: about a third of the executor
-#: threads' samples in Janino). test_bronze, test_silver and test_gold on two workers, two rounds
-#: each: 307 and 339 CPU seconds against 383 and 413, 190 and 207 s against 234 and 249 s; the
-#: whole suite 454 s against 513 s. Not so for the demo's 140,000 transactions, whose rolling
-#: windows run three times as long interpreted (the demo: 90 and 92 s against 68 and 66 s):
-#: :func:`with_codegen` gives it Spark's default back. Results are the same either way.
+#: Spark's code generation off (SparkConf reads ``spark.*`` system properties): on a few hundred
+#: rows compiling a query costs more than evaluating it row by row. The demo's larger world runs
+#: faster compiled, so :func:`with_codegen` gives it Spark's default back.
 NO_CODEGEN = "-Dspark.sql.codegen.wholeStage=false -Dspark.sql.codegen.factoryMode=NO_CODEGEN"
 
 #: A ``JDK_JAVA_OPTIONS`` of the caller's own is left as it is.
 os.environ.setdefault("JDK_JAVA_OPTIONS", f"{JVM_OPTIONS} {NO_CODEGEN}")
+
+#: ``make test-unit`` sets this: the tests that need no JVM, with every way to start one blocked.
+UNIT_TIER_ENV = "LAKEHOUSE_TEST_TIER"
 
 
 def with_codegen(env: dict[str, str]) -> dict[str, str]:
@@ -55,11 +44,9 @@ def with_codegen(env: dict[str, str]) -> dict[str, str]:
     return {**env, "JDK_JAVA_OPTIONS": options}
 
 
-#: The modules that take longest, longest first (a clean run: 575, 566, 540 and 267 s of the
-#: 2,565 s of tests); the others follow in file order. The suite runs on two workers, each taking
-#: the next module when it is free (``--dist loadfile --no-loadscope-reorder``): the long ones
-#: start first and the short ones fill the end. xdist's own order (most tests first) starts the
-#: demo's module and the spark-submit jobs near the end, where one worker then runs alone.
+#: The modules that take longest, longest first; the others follow in file order. The suite runs
+#: on two workers, each taking the next module when it is free (``--dist loadfile
+#: --no-loadscope-reorder``), so the long ones start first and the short ones fill the end.
 SLOW_MODULES_FIRST = (
     "test_scoring.py",
     "test_pipeline.py",
@@ -73,10 +60,37 @@ SLOW_MODULES_FIRST = (
 )
 
 
+def _needs_jvm(item: pytest.Item) -> bool:
+    """Whether a test starts a JVM: it uses the shared session, or runs Spark in a subprocess."""
+    return (
+        "spark" in getattr(item, "fixturenames", ())
+        or any(item.get_closest_marker(name) for name in ("jvm", "slow", "service"))
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the modules by :data:`SLOW_MODULES_FIRST` (a stable sort: tests keep their order)."""
+    """Mark the tests that need a JVM, and order the modules by :data:`SLOW_MODULES_FIRST`."""
+    for item in items:
+        if _needs_jvm(item):
+            item.add_marker(pytest.mark.jvm)
     rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the unit tier, put a ``java`` that refuses to start first on the PATH.
+
+    Spark (in process or under spark-submit) starts its JVM through ``$JAVA_HOME/bin/java`` or
+    ``java`` on the PATH, so a unit test that reaches a JVM fails instead of passing slowly.
+    """
+    if os.environ.get(UNIT_TIER_ENV) != "unit":
+        return
+    stub_dir = Path(tempfile.mkdtemp(prefix="lakehouse-no-jvm-"))
+    java = stub_dir / "java"
+    java.write_text('#!/bin/sh\necho "the unit tier starts no JVM: mark the test jvm" >&2\nexit 1\n')
+    java.chmod(0o755)
+    os.environ.pop("JAVA_HOME", None)
+    os.environ["PATH"] = f"{stub_dir}{os.pathsep}{os.environ['PATH']}"
 
 
 @contextmanager

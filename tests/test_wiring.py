@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -32,6 +33,18 @@ def test_job_help_exits_zero(job: Path, capsys: pytest.CaptureFixture[str]) -> N
         module.main(["--help"])
     assert exc.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
+def test_job_imports_the_library_never_the_cli(job: Path) -> None:
+    tree = ast.parse(job.read_text())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert [name for name in imported if name and name.startswith("lakehouse.cli")] == []
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda p: p.stem)
@@ -86,6 +99,7 @@ def test_console_script_runs() -> None:
     assert out.stdout.strip() == "lakehouse 0.1.0"
 
 
+@pytest.mark.jvm  # checks the Java version first
 def test_jars_command_prints_existing_jar_paths(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["jars"]) == 0
     paths = capsys.readouterr().out.strip().split(",")

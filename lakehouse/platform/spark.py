@@ -28,34 +28,17 @@ def table_catalog(settings: Settings) -> TableCatalog:
 def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
     """The Spark configuration the platform needs, as a plain mapping.
 
-    ``launches_jvm`` is False under ``spark-submit``, where the driver's class path is already
-    fixed.
+    Delta's SQL extension and catalog, an in-memory session catalog (tables are registered from
+    the folder layout, see :mod:`lakehouse.platform.catalog`) and defaults for a small machine.
+    ``launches_jvm`` is False under ``spark-submit``, where the driver's class path is fixed.
 
-    Delta's SQL extension and catalog, an in-memory session catalog (the tables are registered
-    from the folder layout, see :mod:`lakehouse.platform.catalog`) and defaults that suit a small
-    machine.
-
-    Local paths (``file:``) go through Hadoop's raw local file system: no ``.crc`` sidecar
-    beside every file. Without Hadoop's native library each file Hadoop creates costs a forked
-    ``chmod``, and the sidecars doubled them; a Delta commit writes several small files (the
-    commit, its temporary copy), so this was most of what a small Delta append cost beyond the
-    same Parquet write. Object stores have no such sidecars either.
-
-    For the same reason Delta commits and streaming checkpoints on local paths go through
-    Hadoop's ``FileSystem`` API rather than its ``FileContext`` API: a ``FileContext`` rename
-    asks for the link status of both paths, and without the native library each ask forks
-    ``readlink``, four forks for every commit and checkpoint file (about 10 ms each here;
-    about 240 of the 430 forks of a pipeline run at 10^5 transactions). ``LocalLogStore``
-    (Delta's store for local disks; ``file:`` paths only, object stores keep their own) and
-    Spark's ``FileSystemBasedCheckpointFileManager`` write a temporary file and rename it
-    without overwriting, as the default ones do: a commit, once written, is never replaced.
-
-    With a local master, when this process launches the JVM, the raw local file system is the
-    platform's subclass (:data:`lakehouse.platform.jars.LOCAL_FS_CLASS`, built at set-up, see
-    :func:`lakehouse.platform.jars.local_fs_jar`), which sets the permission of each new file and
-    directory with a system call instead of a forked ``chmod``: about 190 forks of a pipeline
-    run at 10^5 transactions. A cluster's executors, and a driver started by ``spark-submit``,
-    do not have its jar on their class path: they keep Hadoop's class.
+    Local paths avoid the process forks Hadoop makes without its native library: the raw local
+    file system (no ``.crc`` sidecars, as on object stores), Delta's ``LocalLogStore`` and
+    Spark's file-system checkpoint manager (``FileSystem`` renames instead of ``FileContext``
+    ones, which fork ``readlink``; a commit once written is still never replaced), and, when
+    this process launches the JVM with a local master, the platform's own local file system
+    (:data:`lakehouse.platform.jars.LOCAL_FS_CLASS`), which sets permissions without forking
+    ``chmod``. Executors and ``spark-submit`` drivers lack its jar and keep Hadoop's class.
     """
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -73,7 +56,7 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
         # Cached data (a micro-batch held while silver processes it) is stored uncompressed:
-        # compressing a 10^6-row batch took longer than computing it; memory is not short here.
+        # compressing a large batch takes longer than computing it, and memory is not short.
         "spark.sql.inMemoryColumnarStorage.compressed": "false",
         "spark.driver.extraJavaOptions": "-Dderby.system.home=" + str(settings.home),
         "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
@@ -86,9 +69,8 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
         **delta_write_conf(),
     }
     if settings.spark_master.startswith("local"):
-        # A stream's micro-batch names each new file: past 32 paths Spark lists them with a
-        # job of one task per file. Locally those tasks run on the driver's own cores, so the
-        # job costs far more than listing the files where they are (90 daily drops: ~1 s).
+        # Past 32 paths Spark lists a micro-batch's files with a job of one task per file;
+        # locally those tasks share the driver's cores, so listing on the driver is cheaper.
         conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
         jar = local_fs_jar() if launches_jvm else None
         if jar is not None:
@@ -103,7 +85,7 @@ def delta_write_conf() -> dict[str, str]:
     * no optimized writes or auto compaction (small local tables; stated so that a cluster's
       defaults cannot turn them on behind the platform's back);
     * no checksum file (``<version>.crc``) after each commit: computing it costs about as much
-      as writing a 10^5-row file here, and Delta reads a table the same without it;
+      as writing a small table, and Delta reads a table the same without it;
     * commits to one table serialized within the application, so the entities the pipeline
       builds side by side append safely to the shared silver tables.
     """

@@ -16,21 +16,24 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from lakehouse.medallion.contracts import EVENT_TIME
 from lakehouse.platform.catalog import TableCatalog, register_table
 
 T = TypeVar("T")
 
-#: Columns Delta keeps min/max statistics on, in the tables that have them: the event times of
-#: :mod:`lakehouse.medallion.contracts`, the feature tables' ``event_timestamp``, the ingest time
-#: and the
-#: predictions' model version. Rows land roughly in time order, so a file's time range is narrow
-#: and a time filter (a point-in-time join's window, a scoring range, ``_ingested_at``) skips
-#: files. The business keys are left out on purpose: random identifiers give every file nearly
-#: the whole key range, so their statistics would skip nothing, and MERGE does not prune on its
-#: join keys; like the free text and amounts, they would only make every write slower.
+#: Columns Delta keeps min/max statistics on: event times (each entity's, as in
+#: ``lakehouse.medallion.contracts.EVENT_TIME``, and the feature tables'), the ingest time and the
+#: predictions' model version. Rows land roughly in time order, so time filters skip files;
+#: business keys are random and would skip nothing, so they only make writes slower.
 STATS_COLUMNS: frozenset[str] = frozenset(
-    {*EVENT_TIME.values(), "event_timestamp", "_ingested_at", "model_version"}
+    {
+        "updated_at",
+        "transaction_ts",
+        "applied_at",
+        "observed_at",
+        "event_timestamp",
+        "_ingested_at",
+        "model_version",
+    }
 )
 
 
@@ -295,19 +298,14 @@ def append_batch(
     exactly once; False when an earlier attempt had committed it already, so nothing was written.
 
     Each append marks its commit with ``writer`` and ``batch_id`` (:func:`batch_metadata`).
-    ``replayed`` is the batch the stream left started but not committed when it last stopped
-    (:func:`lakehouse.medallion.bronze.pending_batch`): the one batch whose rows an earlier attempt
-    may
-    have appended, and the only one that looks for its mark in the log. Every other batch is
-    appended straight away.
+    ``replayed`` is the batch the stream left started but not committed when it last stopped:
+    the one batch whose rows an earlier attempt may have appended, and the only one that looks
+    for its mark in the log.
 
-    This does what Delta's idempotent-write options (``txnAppId``, ``txnVersion``) do, for a
-    stream that runs once at a time from its checkpoint (as Structured Streaming requires),
-    without their price: Delta answers ``txnVersion`` from the table's fully reconstructed
-    state, four Spark jobs over the whole log before every append; a 20-row append took about
-    1 s with them against 0.3 s without. The marks live in the commit files, so a replay must
-    come within the log's retention (``delta.logRetentionDuration``, 30 days by default) of the
-    attempt it repeats.
+    This does what Delta's idempotent-write options (``txnAppId``, ``txnVersion``) do without
+    their price: Delta answers ``txnVersion`` from the table's fully reconstructed state, several
+    Spark jobs before every append. The marks live in the commit files, so a replay must come
+    within the log's retention (``delta.logRetentionDuration``) of the attempt it repeats.
     """
     spark = df.sparkSession
     if batch_id == replayed and committed_batch(spark, catalog, name, writer) >= batch_id:

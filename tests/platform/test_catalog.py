@@ -51,6 +51,13 @@ def test_time_travel_by_name(spark: SparkSession, catalog: TableCatalog) -> None
     assert catalog.version(spark, "silver.travel") == 1
 
 
+def test_statistics_cover_every_entitys_event_time() -> None:
+    from lakehouse.medallion.contracts import EVENT_TIME
+    from lakehouse.platform.tables import STATS_COLUMNS
+
+    assert set(EVENT_TIME.values()) <= STATS_COLUMNS
+
+
 def test_each_table_keeps_statistics_on_its_own_time_columns(
     spark: SparkSession, catalog: TableCatalog
 ) -> None:

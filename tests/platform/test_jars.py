@@ -35,6 +35,7 @@ def test_failed_resolution_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
         jars.resolve_jars(blocked)
 
 
+@pytest.mark.jvm  # runs `java -version`
 def test_java_version_is_checked() -> None:
     assert jars.check_java() >= 17
 

@@ -12,18 +12,17 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import SparkSession
 
 from lakehouse.cli.console import format_seconds, render_rows
 from lakehouse.medallion.pipeline import quarantine_counts, run_pipeline
-from lakehouse.platform.catalog import GOLD_LABELS, GOLD_PREDICTIONS, TableCatalog
-from lakehouse.platform.catalog import GOLD_PREDICTION_OUTCOMES as GOLD_OUTCOMES
+from lakehouse.platform.catalog import GOLD_PREDICTIONS, TableCatalog
 from lakehouse.platform.session import JobContext, job_session
 from lakehouse.platform.settings import Settings, load_settings
-from lakehouse.platform.tables import describe, latest_commit
+from lakehouse.platform.tables import describe
 
 STEPS = 6
 KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier")
@@ -60,20 +59,15 @@ def _step(n: int, name: str, fn: Callable[[], str]) -> None:
 
 def generate_data(settings: Settings, customers: int, days: int, seed: int) -> str:
     """Write the demo world into landing/ unless it already holds drops."""
-    from lakehouse.simulation.generator import GeneratorConfig, generate
+    # The lifecycle imports MLflow: loaded by the step, so that the CLI's parser starts fast.
+    from lakehouse.workflows import lifecycle
 
-    existing = list(settings.landing_dir.rglob("*_????-??-??.*"))
-    if existing:
-        return f"landing already holds {len(existing)} files, nothing generated"
-    # The world ends in the past week, so that the online store is current today. It starts on
-    # a Monday: the generator's weekly rhythm then lines up the same way whatever the date, so
-    # the demo builds the same world (and model) every day, only dated differently.
-    start = date.today() - timedelta(days=days)
-    start -= timedelta(days=start.weekday())
-    config = GeneratorConfig(seed=seed, customers=customers, days=days, start_date=start)
-    report = generate(settings.landing_dir, config)
+    config = lifecycle.demo_world(customers, days, seed)
+    report = lifecycle.generate_once(settings, config)
+    if report is None:
+        return f"landing already holds {lifecycle.landed_drops(settings)} files, nothing generated"
     return (
-        f"{days} days ({start} to {config.end_date}) for {customers} customers: "
+        f"{days} days ({config.start_date} to {config.end_date}) for {customers} customers: "
         f"{report.total_files} files, {report.total_lines} lines "
         f"({report.totals.malformed} malformed, "
         f"{report.totals.exact_duplicates + report.totals.key_duplicates} duplicates, "
@@ -104,23 +98,6 @@ def feature_store(job: JobContext) -> str:
     return f"materialized to {end:%Y-%m-%d %H:%M} UTC\n      " + "\n      ".join(lines)
 
 
-def _champion_inputs(settings: Settings) -> dict[str, int] | None:
-    from lakehouse.models.registry import champion_version, client
-    from lakehouse.models.training import run_inputs
-
-    version = champion_version(settings)
-    if version is None:
-        return None
-    run_id = client(settings).get_model_version(settings.model_name, str(version)).run_id
-    if not run_id:
-        return None
-    try:
-        versions: dict[str, int] = run_inputs(run_id, settings)["table_versions"]
-    except ValueError:
-        return None
-    return versions
-
-
 def train(job: JobContext) -> str:
     """Train, track, register and gate a model unless the champion saw the same data."""
     from lakehouse.features.store import build_training_set
@@ -128,10 +105,11 @@ def train(job: JobContext) -> str:
     from lakehouse.models.tracking import connect
     from lakehouse.models.training import TrainConfig
     from lakehouse.models.training import train as train_model
+    from lakehouse.workflows import lifecycle
 
     connect(job.settings)
     training_set = build_training_set(job.spark, job.settings, job.catalog)
-    if _champion_inputs(job.settings) == training_set.table_versions:
+    if lifecycle.champion_saw(job.settings, training_set.table_versions):
         return "the champion was trained on these exact table versions: nothing to train"
     result = train_model(
         training_set, TrainConfig(), job.settings, spark=job.spark, catalog=job.catalog
@@ -148,22 +126,11 @@ def train(job: JobContext) -> str:
     )
 
 
-def _outcomes_stale(spark: SparkSession, catalog: TableCatalog) -> bool:
-    """Whether predictions or labels were committed after the outcomes table was built."""
-    if not catalog.exists(spark, GOLD_OUTCOMES):
-        return True
-
-    def committed(name: str) -> Any:
-        return latest_commit(spark, catalog, name)[1].get("timestamp")
-
-    built = committed(GOLD_OUTCOMES)
-    return bool(committed(GOLD_PREDICTIONS) > built or committed(GOLD_LABELS) > built)
-
-
 def score(job: JobContext) -> str:
     """Batch-score with the champion, then let the scoring stream catch up."""
     from lakehouse.models.registry import champion_version
-    from lakehouse.scoring.predictions import prediction_outcomes, score_batch, start_scoring_stream
+    from lakehouse.scoring.predictions import score_batch, start_scoring_stream
+    from lakehouse.workflows import lifecycle
 
     if champion_version(job.settings) is None:
         return "no champion yet (the gate promoted no model): nothing scored"
@@ -172,10 +139,7 @@ def score(job: JobContext) -> str:
     query = start_scoring_stream(job.spark, job.settings, job.catalog, available_now=True)
     query.awaitTermination()
     streamed = job.catalog.read(job.spark, GOLD_PREDICTIONS).count() - before
-    if _outcomes_stale(job.spark, job.catalog):
-        outcomes = prediction_outcomes(job.spark, job.catalog)
-    else:  # no new prediction or label since the last build: the table keeps its version
-        outcomes = job.catalog.read(job.spark, GOLD_OUTCOMES)
+    outcomes = lifecycle.refresh_outcomes(job.spark, job.catalog)
     observed = outcomes.where("defaulted IS NOT NULL").count()
     return (
         f"batch: version {batch.model_version} scored {batch.rows_scored} applications, "
