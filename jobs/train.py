@@ -14,8 +14,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.cli.commands.train import add_train_arguments, run_training
 from lakehouse.platform.session import configure_logging, job_session
+from lakehouse.workflows.training import add_train_arguments, run_training, summary_lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -32,10 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     with job_session("train") as job:
         try:
-            run_training(job.spark, job.settings, job.catalog, args)
+            result = run_training(job.spark, job.settings, job.catalog, args)
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        print("\n".join(summary_lines(result, job.settings, reproduced=args.reproduce)))
     return 0
 
 

@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # MLflow is imported only when ``lakehouse.connect`` is first used.
+    # Resolved on first use: every ``import lakehouse.platform...`` runs this file first, and
+    # the foundation should not load the models stage.
     if name == "connect":
         from lakehouse.models.tracking import connect
 

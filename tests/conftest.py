@@ -62,9 +62,8 @@ SLOW_MODULES_FIRST = (
 
 def _needs_jvm(item: pytest.Item) -> bool:
     """Whether a test starts a JVM: it uses the shared session, or runs Spark in a subprocess."""
-    return (
-        "spark" in getattr(item, "fixturenames", ())
-        or any(item.get_closest_marker(name) for name in ("jvm", "slow", "service"))
+    return "spark" in getattr(item, "fixturenames", ()) or any(
+        item.get_closest_marker(name) for name in ("jvm", "slow", "service")
     )
 
 
@@ -87,7 +86,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     stub_dir = Path(tempfile.mkdtemp(prefix="lakehouse-no-jvm-"))
     java = stub_dir / "java"
-    java.write_text('#!/bin/sh\necho "the unit tier starts no JVM: mark the test jvm" >&2\nexit 1\n')
+    java.write_text(
+        '#!/bin/sh\necho "the unit tier starts no JVM: mark the test jvm" >&2\nexit 1\n'
+    )
     java.chmod(0o755)
     os.environ.pop("JAVA_HOME", None)
     os.environ["PATH"] = f"{stub_dir}{os.pathsep}{os.environ['PATH']}"

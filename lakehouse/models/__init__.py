@@ -1,1 +1,1 @@
-"""Training configuration, evaluation, training, MLflow tracking and the model registry."""
+"""Model configuration, evaluation, training, the gate, MLflow tracking and the registry."""

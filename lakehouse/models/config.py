@@ -1,12 +1,10 @@
-"""The configuration of training and of the registry's gate: model families, gate metrics.
+"""The configuration of training and of the gate: model families, gate metrics.
 
-:class:`TrainConfig` (with :data:`MODEL_TYPES`) belongs to :mod:`lakehouse.models.training` and
-:class:`GateConfig` (with :data:`GATE_METRICS` and :data:`LOWER_IS_BETTER`) to
-:mod:`lakehouse.models.registry`, which both re-export them. They live in this module of the
-standard
-library alone because the ``lakehouse`` CLI builds its parser from their defaults and choices:
-importing them from there would import scikit-learn and MLflow, seconds of start-up for every
-command, even ``lakehouse --help``.
+:class:`TrainConfig` (with :data:`MODEL_TYPES`) configures :mod:`lakehouse.models.training` and
+:class:`GateConfig` (with :data:`GATE_METRICS` and :data:`LOWER_IS_BETTER`)
+:mod:`lakehouse.models.gate`. They live in this module of the standard library alone because the
+``lakehouse`` CLI builds its parser from their defaults and choices, and importing scikit-learn
+and MLflow there would slow every command, even ``lakehouse --help``.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ MODEL_TYPES: tuple[str, ...] = ("random_forest", "hist_gradient_boosting")
 #: Fields of the loan application itself that the model reads besides the stored features.
 REQUEST_COLUMNS: tuple[str, ...] = ("loan_amount", "term_months", "purpose")
 
-#: Metrics of :func:`lakehouse.models.training.evaluate`; the gate may use any of them.
+#: Metrics of :func:`lakehouse.models.evaluation.evaluate`; the gate may use any of them.
 GATE_METRICS: tuple[str, ...] = (
     "roc_auc",
     "pr_auc",

@@ -1,4 +1,4 @@
-"""Point MLflow at the platform's tracking store and model registry.
+"""Point MLflow at the platform's tracking store and model registry; own the MLflow client.
 
 One call to :func:`connect` makes Databricks-style code run unchanged on this machine::
 
@@ -12,24 +12,36 @@ One call to :func:`connect` makes Databricks-style code run unchanged on this ma
 By default the tracking store and the registry are one SQLite file under ``settings.home``
 and artifacts live beside it; ``MLFLOW_TRACKING_URI`` (for example an ``mlflow server``)
 overrides both through :class:`~lakehouse.platform.settings.Settings`.
+
+Library code gets its client from :func:`mlflow_client`, which builds one per settings and
+keeps MLflow's process-wide URIs pointing at that client's stores.
+
+MLflow is imported inside the functions that use it: importing MLflow imports pyspark, and the
+registry (which imports this module) must load without either.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from lakehouse.platform.settings import CONF_DIR, HOME_ENV, PROFILE_ENV, Settings, load_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
 #: MLflow refuses to deserialize any scikit-learn model (skops included) unless this is "true".
 #: The platform loads only the models it trained and registered itself.
 ALLOW_DESERIALIZATION_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+#: One client per (tracking URI, registry URI, experiment).
+_clients: dict[tuple[str, str, str], MlflowClient] = {}
+_clients_lock = threading.Lock()
 
 
 def is_local_store(uri: str) -> bool:
@@ -47,6 +59,58 @@ def artifact_root(settings: Settings) -> str | None:
     return (settings.mlflow_dir / "artifacts").as_uri()
 
 
+def _key(settings: Settings) -> tuple[str, str, str]:
+    return (settings.tracking_uri, settings.registry_uri, settings.experiment)
+
+
+def _cached_client(settings: Settings) -> tuple[MlflowClient, bool]:
+    """The settings' client, and whether it was built by this call (nothing is connected)."""
+    from mlflow import MlflowClient  # on first use: MLflow imports pyspark
+
+    key = _key(settings)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client, False
+        client = MlflowClient(settings.tracking_uri, registry_uri=settings.registry_uri)
+        _clients[key] = client
+        return client, True
+
+
+def _ensure_experiment(client: MlflowClient, settings: Settings) -> str:
+    """The id of the settings' experiment, created (artifacts under ``home``) when missing."""
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    experiment_id = client.create_experiment(
+        settings.experiment, artifact_location=artifact_root(settings)
+    )
+    log.info("created MLflow experiment %s at %s", settings.experiment, settings.tracking_uri)
+    return str(experiment_id)
+
+
+def _connect(client: MlflowClient, settings: Settings) -> None:
+    import mlflow  # on first use: MLflow imports pyspark
+
+    if is_local_store(settings.tracking_uri):
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    os.environ.setdefault(ALLOW_DESERIALIZATION_ENV, "true")
+    _ensure_experiment(client, settings)
+    mlflow.set_experiment(settings.experiment)
+
+
+def _points_at(settings: Settings) -> bool:
+    """Whether MLflow's process-wide tracking and registry URIs are the settings' stores."""
+    import mlflow  # on first use: MLflow imports pyspark
+
+    return (
+        mlflow.get_tracking_uri() == settings.tracking_uri
+        and mlflow.get_registry_uri() == settings.registry_uri
+    )
+
+
 def connect(settings: Settings | None = None) -> str:
     """Set MLflow's tracking and registry URIs and the experiment; return the tracking URI.
 
@@ -54,18 +118,27 @@ def connect(settings: Settings | None = None) -> str:
     when it does not exist yet, so a later ``mlflow.set_experiment(name)`` finds it.
     """
     settings = settings or load_settings()
-    uri = settings.tracking_uri
-    if is_local_store(uri):
-        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(settings.registry_uri)
-    os.environ.setdefault(ALLOW_DESERIALIZATION_ENV, "true")
-    client = MlflowClient(tracking_uri=uri, registry_uri=settings.registry_uri)
-    if client.get_experiment_by_name(settings.experiment) is None:
-        client.create_experiment(settings.experiment, artifact_location=artifact_root(settings))
-        log.info("created MLflow experiment %s at %s", settings.experiment, uri)
-    mlflow.set_experiment(settings.experiment)
-    return uri
+    client, _ = _cached_client(settings)
+    _connect(client, settings)
+    return settings.tracking_uri
+
+
+def mlflow_client(settings: Settings) -> MlflowClient:
+    """The process's MLflow client on the settings' stores, with MLflow's URIs pointing there.
+
+    The client is built once per tracking URI, registry URI and experiment. MLflow's global
+    URIs (which ``mlflow.start_run`` and ``models:/`` URIs use) are set, and the experiment
+    created, when the client is built and whenever they point at other stores since.
+    """
+    client, built = _cached_client(settings)
+    if built or not _points_at(settings):
+        _connect(client, settings)
+    return client
+
+
+def experiment_id(settings: Settings) -> str:
+    """The id of the settings' experiment, created when missing."""
+    return _ensure_experiment(mlflow_client(settings), settings)
 
 
 def env_vars(settings: Settings) -> dict[str, str]:

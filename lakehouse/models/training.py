@@ -1,11 +1,11 @@
-"""Train the credit-risk model, track it in MLflow and hand it to the registry's gate.
+"""Train the credit-risk model, track it in MLflow and hand it to the gate.
 
 The training set comes from the feature store (:func:`lakehouse.features.store.build_training_set`):
 one row per loan application with its label, request columns and point-in-time features, plus
 the Delta versions of the tables it was read from. :func:`train` fits a seeded scikit-learn
 pipeline on the older applications, evaluates it on the newest ones (a time-based holdout),
 logs everything to one MLflow run, registers a new model version and runs the gate
-(:mod:`lakehouse.models.registry`). :func:`reproduce` rebuilds the training set from the exact Delta
+(:mod:`lakehouse.models.gate`). :func:`reproduce` rebuilds the training set from the exact Delta
 versions a run recorded and retrains with the same parameters.
 """
 
@@ -16,39 +16,47 @@ import inspect
 import json
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import matplotlib.pyplot as plt
+import mlflow
+import mlflow.sklearn
 import numpy as np
 import pandas as pd
+import skops.io
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.inspection import permutation_importance
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    brier_score_loss,
-    f1_score,
-    log_loss,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from lakehouse.models.audit import write_gate_audit
 from lakehouse.models.config import MODEL_TYPES as MODEL_TYPES
-from lakehouse.models.config import REQUEST_COLUMNS
+from lakehouse.models.config import REQUEST_COLUMNS, GateConfig
 from lakehouse.models.config import TrainConfig as TrainConfig
-from lakehouse.platform.settings import Settings
+from lakehouse.models.evaluation import (
+    evaluate,
+    evaluation_figures,
+    feature_importance,
+    predict_default_probability,
+    require_both_classes,
+)
+from lakehouse.models.gate import GateDecision, run_gate
+from lakehouse.models.tracking import experiment_id, mlflow_client
+from lakehouse.platform.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from pyspark.sql import SparkSession
 
-    from lakehouse.models.registry import GateConfig, GateDecision
     from lakehouse.platform.catalog import TableCatalog
 
 log = logging.getLogger(__name__)
@@ -56,10 +64,8 @@ log = logging.getLogger(__name__)
 LABEL = "defaulted"
 TIMESTAMP = "application_timestamp"
 KEY_COLUMNS: tuple[str, ...] = ("application_id", "customer_id")
-# MODEL_TYPES and TrainConfig are imported above from lakehouse.models.config, which the
-# CLI reads without importing scikit-learn.
-#: Probability at or above which an application is classed as a default.
-DECISION_THRESHOLD = 0.5
+# MODEL_TYPES and TrainConfig are re-exported from lakehouse.models.config, which the CLI
+# reads without importing scikit-learn.
 MODEL_ARTIFACT = "model"
 #: Run tag prefix naming each Delta table read, with its version as the value.
 INPUT_TAG_PREFIX = "lakehouse.input."
@@ -177,15 +183,6 @@ def time_split(frame: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFra
     )
 
 
-def _require_both_classes(y: np.ndarray, what: str) -> None:
-    present = sorted({int(v) for v in np.unique(y)})
-    if present != [0, 1]:
-        raise ValueError(
-            f"{what} needs both classes (0 and 1), found only {present}: "
-            "more data or another holdout_fraction is needed"
-        )
-
-
 # --- Model -----------------------------------------------------------------------------------
 def build_pipeline(config: TrainConfig, numeric: list[str], categorical: list[str]) -> Pipeline:
     """Imputation and one-hot encoding, then the seeded classifier of ``config``."""
@@ -219,104 +216,6 @@ def build_pipeline(config: TrainConfig, numeric: list[str], categorical: list[st
     return Pipeline([("preprocess", preprocess), ("classifier", classifier)])
 
 
-def predict_default_probability(model: Any, X: pd.DataFrame) -> np.ndarray:
-    """Probability of default (class 1) for each row."""
-    proba = np.asarray(model.predict_proba(X))
-    return proba[:, 1] if proba.ndim == 2 else proba
-
-
-def evaluate(model: Any, X: pd.DataFrame, y: np.ndarray | pd.Series) -> dict[str, float]:
-    """Holdout metrics of a fitted classifier with ``predict_proba``.
-
-    Returns roc_auc, pr_auc, accuracy, precision, recall, f1, log_loss and brier (the last two:
-    lower is better), with a decision threshold of 0.5.
-    """
-    y_true = np.asarray(y).astype("int64")
-    if len(y_true) != len(X):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y_true)}")
-    _require_both_classes(y_true, "evaluation")
-    proba = predict_default_probability(model, X)
-    predicted = (proba >= DECISION_THRESHOLD).astype("int64")
-    return {
-        "roc_auc": float(roc_auc_score(y_true, proba)),
-        "pr_auc": float(average_precision_score(y_true, proba)),
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "precision": float(precision_score(y_true, predicted, zero_division=0)),
-        "recall": float(recall_score(y_true, predicted, zero_division=0)),
-        "f1": float(f1_score(y_true, predicted, zero_division=0)),
-        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "brier": float(brier_score_loss(y_true, proba)),
-    }
-
-
-def feature_importance(
-    model: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int = 0
-) -> dict[str, float]:
-    """Importance per feature: the forest's own importances, else permutation importance.
-
-    The forest's importances are per encoded column (``categorical__purpose_CAR``); the
-    permutation importance is per input column, measured as the drop in ROC AUC.
-    """
-    classifier = model.steps[-1][1]
-    if hasattr(classifier, "feature_importances_"):
-        names = list(model[:-1].get_feature_names_out())
-        values = classifier.feature_importances_
-    else:
-        result = permutation_importance(
-            model, X, y, scoring="roc_auc", n_repeats=3, random_state=seed, n_jobs=1
-        )
-        names, values = list(X.columns), result.importances_mean
-    pairs = sorted(zip(names, values, strict=True), key=lambda p: (-float(p[1]), p[0]))
-    return {str(name): float(value) for name, value in pairs}
-
-
-def evaluation_figures(
-    model: Pipeline, X: pd.DataFrame, y: np.ndarray, importance: Mapping[str, float]
-) -> dict[str, Figure]:
-    """ROC, precision-recall, confusion matrix, calibration and feature importance plots."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from sklearn.calibration import CalibrationDisplay
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
-
-    proba = predict_default_probability(model, X)
-    predicted = (proba >= DECISION_THRESHOLD).astype("int64")
-    figures: dict[str, Figure] = {}
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    RocCurveDisplay.from_predictions(y, proba, ax=ax, name="holdout")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    ax.set_title("ROC curve")
-    figures["roc_curve.png"] = fig
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    PrecisionRecallDisplay.from_predictions(y, proba, ax=ax, name="holdout")
-    ax.set_title("Precision-recall curve")
-    figures["pr_curve.png"] = fig
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ConfusionMatrixDisplay.from_predictions(
-        y, predicted, labels=[0, 1], display_labels=["repaid", "defaulted"], ax=ax, colorbar=False
-    )
-    ax.set_title(f"Confusion matrix (threshold {DECISION_THRESHOLD})")
-    figures["confusion_matrix.png"] = fig
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    CalibrationDisplay.from_predictions(y, proba, n_bins=10, ax=ax, name="holdout")
-    ax.set_title("Calibration")
-    figures["calibration.png"] = fig
-
-    top = list(importance.items())[:20]
-    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.3 * len(top) + 1)))
-    ax.barh([n for n, _ in reversed(top)], [v for _, v in reversed(top)])
-    ax.set_title("Feature importance")
-    fig.tight_layout()
-    figures["feature_importance.png"] = fig
-    return figures
-
-
 def frame_digest(frame: pd.DataFrame) -> str:
     """A stable digest of a frame's content, to tell whether two training sets are equal."""
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
@@ -336,19 +235,55 @@ MODEL_REQUIREMENTS: tuple[str, ...] = (
 
 def model_pip_requirements() -> list[str]:
     """Pinned requirements of the logged model (saves MLflow inferring them in a subprocess)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+    return [f"{name}=={package_version(name)}" for name in MODEL_REQUIREMENTS]
 
 
 def _skops_trusted_types(model: Pipeline) -> list[str]:
     """The types skops needs trusting to load ``model``: all are scikit-learn/numpy types."""
-    import skops.io
-
     return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
 # --- Training --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Split:
+    """A training set prepared for the model: the older rows to fit, the newest to evaluate."""
+
+    train_frame: pd.DataFrame
+    holdout_frame: pd.DataFrame
+    numeric: list[str]
+    categorical: list[str]
+    X_train: pd.DataFrame
+    X_holdout: pd.DataFrame
+    y_train: np.ndarray
+    y_holdout: np.ndarray
+    table_versions: dict[str, int]
+
+
+def prepare_split(training_set: TrainingSetLike, config: TrainConfig) -> Split:
+    """Split ``training_set`` in time and shape both parts as the model reads them.
+
+    Refuses a split where either part lacks one of the classes.
+    """
+    frame = training_set.frame
+    numeric, categorical = split_columns(frame, model_columns(training_set))
+    train_frame, holdout_frame = time_split(frame, config.holdout_fraction)
+    y_train, y_holdout = labels(train_frame), labels(holdout_frame)
+    split = Split(
+        train_frame=train_frame,
+        holdout_frame=holdout_frame,
+        numeric=numeric,
+        categorical=categorical,
+        X_train=prepare_inputs(train_frame, numeric, categorical),
+        X_holdout=prepare_inputs(holdout_frame, numeric, categorical),
+        y_train=y_train,
+        y_holdout=y_holdout,
+        table_versions={str(k): int(v) for k, v in sorted(training_set.table_versions.items())},
+    )
+    require_both_classes(split.y_train, "training")
+    require_both_classes(split.y_holdout, "the holdout")
+    return split
+
+
 def train(
     training_set: TrainingSetLike,
     config: TrainConfig | None = None,
@@ -368,124 +303,81 @@ def train(
         config: model and holdout configuration; defaults to :class:`TrainConfig`.
         settings: platform settings; MLflow is connected to them first.
         register: register a new version of ``settings.model_name`` and run the gate.
-        gate: gate thresholds; defaults to :class:`lakehouse.models.registry.GateConfig`.
+        gate: gate thresholds; defaults to :class:`lakehouse.models.config.GateConfig`.
         spark, catalog: when both are given the gate decision is appended to
             ``gold.model_gate_audit``.
         run_name: MLflow run name.
         extra_tags: more run tags.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from lakehouse.models.tracking import connect
-    from lakehouse.platform.settings import load_settings
-
     config = config or TrainConfig()
     settings = settings or load_settings()
-    connect(settings)
-    frame = training_set.frame
-    columns = model_columns(training_set)
-    numeric, categorical = split_columns(frame, columns)
-    train_frame, holdout_frame = time_split(frame, config.holdout_fraction)
-    X_train = prepare_inputs(train_frame, numeric, categorical)
-    X_holdout = prepare_inputs(holdout_frame, numeric, categorical)
-    y_train, y_holdout = labels(train_frame), labels(holdout_frame)
-    _require_both_classes(y_train, "training")
-    _require_both_classes(y_holdout, "the holdout")
-    table_versions = {str(k): int(v) for k, v in sorted(training_set.table_versions.items())}
-
-    with mlflow.start_run(run_name=run_name) as run:
+    split = prepare_split(training_set, config)
+    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id(settings)) as run:
         run_id = run.info.run_id
-        mlflow.log_params(config.to_params())
-        mlflow.log_params(
-            {
-                "feature_service": training_set.feature_service,
-                "table_versions": json.dumps(table_versions, sort_keys=True),
-                "train_rows": len(train_frame),
-                "holdout_rows": len(holdout_frame),
-                "holdout_start": str(holdout_frame[TIMESTAMP].min()),
-                "data_digest": frame_digest(frame),
-            }
+        _log_inputs(training_set, config, split, extra_tags)
+        model = build_pipeline(config, split.numeric, split.categorical).fit(
+            split.X_train, split.y_train
         )
-        mlflow.set_tags(
-            {
-                "lakehouse.feature_service": training_set.feature_service,
-                **{f"{INPUT_TAG_PREFIX}{name}": str(v) for name, v in table_versions.items()},
-                **dict(extra_tags or {}),
-            }
-        )
-        mlflow.log_dict(
-            {"numeric": numeric, "categorical": categorical, "label": LABEL},
-            "model_inputs.json",
-        )
-        _log_datasets(train_frame, holdout_frame, training_set.feature_service)
-
-        model = build_pipeline(config, numeric, categorical).fit(X_train, y_train)
-        metrics = evaluate(model, X_holdout, y_holdout)
-        mlflow.log_metrics(metrics)
-        train_auc = roc_auc_score(y_train, predict_default_probability(model, X_train))
-        mlflow.log_metric("train_roc_auc", float(train_auc))
-
-        importance = feature_importance(model, X_holdout, y_holdout, seed=config.seed)
-        mlflow.log_dict(importance, "feature_importance.json")
-        import matplotlib.pyplot as plt
-
-        for name, figure in evaluation_figures(model, X_holdout, y_holdout, importance).items():
-            mlflow.log_figure(figure, f"plots/{name}")
-            plt.close(figure)
-
-        # The signature from the whole training input, so that no column is typed from a few
-        # rows that happen to be empty.
-        example = X_train.head(5)
-        signature = infer_signature(X_train, model.predict_proba(example))
-        info = mlflow.sklearn.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            signature=signature,
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            skops_trusted_types=_skops_trusted_types(model),
-            pip_requirements=model_pip_requirements(),
-            registered_model_name=settings.model_name if register else None,
-        )
-    version = info.registered_model_version if register else None
+        metrics = _log_evaluation(model, split, config.seed)
+        info = _log_model(model, split.X_train, settings.model_name if register else None)
+    registered = info.registered_model_version if register else None
+    version = int(registered) if registered is not None else None
     log.info(
         "run %s: roc_auc=%.4f on %d holdout rows%s",
         run_id,
         metrics["roc_auc"],
-        len(holdout_frame),
+        len(split.holdout_frame),
         f", registered {settings.model_name} version {version}" if version else "",
     )
-
     decision = None
     if version is not None:
-        from lakehouse.models.registry import run_gate, write_gate_audit
-
-        decision = run_gate(
-            settings, int(version), X_holdout, y_holdout, gate, table_versions=table_versions
-        )
-        mlflow.MlflowClient().set_tag(run_id, "lakehouse.gate_verdict", decision.verdict)
-        if spark is not None and catalog is not None:
-            write_gate_audit(spark, catalog, decision)
+        decision = _gate(settings, run_id, version, split, gate, spark, catalog)
     return TrainResult(
         run_id=run_id,
         model_uri=info.model_uri,
-        version=int(version) if version is not None else None,
+        version=version,
         metrics=metrics,
-        train_rows=len(train_frame),
-        holdout_rows=len(holdout_frame),
+        train_rows=len(split.train_frame),
+        holdout_rows=len(split.holdout_frame),
         decision=decision,
-        table_versions=table_versions,
+        table_versions=split.table_versions,
     )
+
+
+def _log_inputs(
+    training_set: TrainingSetLike,
+    config: TrainConfig,
+    split: Split,
+    extra_tags: Mapping[str, str] | None,
+) -> None:
+    """Log what the run reads: params, Delta table versions, model inputs and datasets."""
+    mlflow.log_params(config.to_params())
+    mlflow.log_params(
+        {
+            "feature_service": training_set.feature_service,
+            "table_versions": json.dumps(split.table_versions, sort_keys=True),
+            "train_rows": len(split.train_frame),
+            "holdout_rows": len(split.holdout_frame),
+            "holdout_start": str(split.holdout_frame[TIMESTAMP].min()),
+            "data_digest": frame_digest(training_set.frame),
+        }
+    )
+    mlflow.set_tags(
+        {
+            "lakehouse.feature_service": training_set.feature_service,
+            **{f"{INPUT_TAG_PREFIX}{name}": str(v) for name, v in split.table_versions.items()},
+            **dict(extra_tags or {}),
+        }
+    )
+    mlflow.log_dict(
+        {"numeric": split.numeric, "categorical": split.categorical, "label": LABEL},
+        "model_inputs.json",
+    )
+    _log_datasets(split.train_frame, split.holdout_frame, training_set.feature_service)
 
 
 def _log_datasets(train_frame: pd.DataFrame, holdout_frame: pd.DataFrame, name: str) -> None:
     """Record the training and evaluation frames as MLflow dataset inputs of the run."""
-    import warnings
-
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-
     for context, part in (("training", train_frame), ("evaluation", holdout_frame)):
         with warnings.catch_warnings():
             # The schema hint about integer columns concerns model signatures, not datasets.
@@ -494,19 +386,71 @@ def _log_datasets(train_frame: pd.DataFrame, holdout_frame: pd.DataFrame, name: 
             mlflow.log_input(dataset, context=context)
 
 
+def _log_evaluation(model: Pipeline, split: Split, seed: int) -> dict[str, float]:
+    """Log the holdout metrics, the training ROC AUC, feature importance and plots."""
+    metrics = evaluate(model, split.X_holdout, split.y_holdout)
+    mlflow.log_metrics(metrics)
+    train_auc = roc_auc_score(split.y_train, predict_default_probability(model, split.X_train))
+    mlflow.log_metric("train_roc_auc", float(train_auc))
+    importance = feature_importance(model, split.X_holdout, split.y_holdout, seed=seed)
+    mlflow.log_dict(importance, "feature_importance.json")
+    figures = evaluation_figures(model, split.X_holdout, split.y_holdout, importance)
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"plots/{name}")
+        plt.close(figure)
+    return metrics
+
+
+def _log_model(model: Pipeline, X_train: pd.DataFrame, registered_name: str | None) -> ModelInfo:
+    """Log the fitted pipeline; register it as a new version of ``registered_name`` if given."""
+    # The signature from the whole training input, so that no column is typed from a few
+    # rows that happen to be empty.
+    example = X_train.head(5)
+    signature = infer_signature(X_train, model.predict_proba(example))
+    return mlflow.sklearn.log_model(
+        model,
+        name=MODEL_ARTIFACT,
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        skops_trusted_types=_skops_trusted_types(model),
+        pip_requirements=model_pip_requirements(),
+        registered_model_name=registered_name,
+    )
+
+
+def _gate(
+    settings: Settings,
+    run_id: str,
+    version: int,
+    split: Split,
+    gate: GateConfig | None,
+    spark: SparkSession | None,
+    catalog: TableCatalog | None,
+) -> GateDecision:
+    """Run the gate on the new version; tag the run with the verdict; audit it given Spark."""
+    decision = run_gate(
+        settings,
+        version,
+        split.X_holdout,
+        split.y_holdout,
+        gate,
+        table_versions=split.table_versions,
+    )
+    mlflow_client(settings).set_tag(run_id, "lakehouse.gate_verdict", decision.verdict)
+    if spark is not None and catalog is not None:
+        write_gate_audit(spark, catalog, decision)
+    return decision
+
+
+# --- Reproduction ----------------------------------------------------------------------------
 def run_inputs(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """What a run read: its params, feature service and Delta table versions."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from lakehouse.models.tracking import connect
-    from lakehouse.platform.settings import load_settings
-
-    uri = connect(settings or load_settings())
+    settings = settings or load_settings()
     try:
-        run = MlflowClient().get_run(run_id)
+        run = mlflow_client(settings).get_run(run_id)
     except MlflowException as exc:
-        raise ValueError(f"no MLflow run {run_id!r} in {uri}") from exc
+        raise ValueError(f"no MLflow run {run_id!r} in {settings.tracking_uri}") from exc
     params = run.data.params
     if "table_versions" not in params:
         raise ValueError(f"run {run_id} was not logged by lakehouse training (no table_versions)")
@@ -534,6 +478,7 @@ def reproduce(
     inputs = run_inputs(run_id, settings)
     config = TrainConfig.from_params(inputs["params"])
     if build is None:
+        # Imported only for the default builder: the feature store imports Feast, seconds.
         from lakehouse.features.store import build_training_set
 
         build = cast(TrainingSetBuilder, build_training_set)

@@ -10,11 +10,11 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
 from lakehouse.cli import main as cli_main
+from lakehouse.models.audit import GATE_AUDIT_SCHEMA
+from lakehouse.models.config import GateConfig
+from lakehouse.models.gate import decide
 from lakehouse.models.registry import (
-    GATE_AUDIT_SCHEMA,
-    GateConfig,
     champion_version,
-    decide,
     history,
     promote,
     rollback,
@@ -193,6 +193,26 @@ def test_promote_refuses_rejected_and_unknown_versions(settings: Settings) -> No
     assert promote(settings, 2, force=True) == 1
     assert champion_version(settings) == 2
     assert rollback(settings) == 1
+
+
+def test_training_and_its_gate_point_mlflow_at_the_stores_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    set_tracking_uri = mlflow.set_tracking_uri
+
+    def counting(uri: str) -> None:
+        calls.append(uri)
+        set_tracking_uri(uri)
+
+    monkeypatch.setattr(mlflow, "set_tracking_uri", counting)
+    train(synthetic_set(), STUMP, settings, gate=LOW_FLOOR)
+    assert calls == [settings.tracking_uri]  # the client's first use connects it
+
+    calls.clear()
+    result = train(synthetic_set(), GOOD, settings, gate=LOW_FLOOR)
+    assert result.decision is not None and result.decision.champion_version == 1
+    assert calls == []  # the gate loads both models and moves aliases on the same client
 
 
 # --- The audit table -------------------------------------------------------------------------

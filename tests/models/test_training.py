@@ -12,7 +12,9 @@ import time
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,10 +22,11 @@ from mlflow import MlflowClient
 from pyspark.sql import SparkSession
 
 from lakehouse.cli import main as cli_main
+from lakehouse.models.evaluation import evaluate
+from lakehouse.models.tracking import connect
 from lakehouse.models.training import (
     TrainConfig,
     build_pipeline,
-    evaluate,
     labels,
     model_columns,
     prepare_inputs,
@@ -34,6 +37,7 @@ from lakehouse.models.training import (
 from lakehouse.platform.catalog import TableCatalog
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.tables import overwrite
+from lakehouse.workflows.training import summary_lines
 
 FEATURES = [
     "age",
@@ -297,8 +301,6 @@ def test_train_logs_params_inputs_metrics_plots_and_model(settings: Settings) ->
     contexts = sorted(t.value for d in inputs for t in d.tags if t.key == "mlflow.data.context")
     assert contexts == ["evaluation", "training"]
 
-    import mlflow
-
     info = mlflow.models.get_model_info(f"models:/{settings.model_name}/1")
     assert info.signature is not None
     assert info.signature.inputs.input_names() == [
@@ -383,10 +385,6 @@ def never_build(*args: object, **kwargs: object) -> SyntheticTrainingSet:
 def test_reproduce_rejects_a_run_without_recorded_inputs(
     spark: SparkSession, settings: Settings, catalog: TableCatalog
 ) -> None:
-    import mlflow
-
-    from lakehouse.models.tracking import connect
-
     connect(settings)
     with mlflow.start_run() as run:
         mlflow.log_param("n_estimators", "5")
@@ -433,6 +431,32 @@ def test_bad_training_flags_print_usage(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "usage:" in err and message in err
+
+
+def test_training_summary_lines() -> None:
+    decision = SimpleNamespace(verdict="promoted", reason="roc_auc 0.8000 meets the floor")
+    result = SimpleNamespace(
+        run_id="abc",
+        version=3,
+        train_rows=320,
+        holdout_rows=80,
+        table_versions={"gold.labels": 3, "gold.customer_profile_features": 5},
+        metrics={"roc_auc": 0.8, "log_loss": 0.41234},
+        decision=decision,
+    )
+    settings = SimpleNamespace(model_name="credit_risk_model")
+    assert summary_lines(result, settings) == [  # type: ignore[arg-type]
+        "run abc: credit_risk_model version 3",
+        "rows: 320 training, 80 holdout",
+        'inputs: {"gold.customer_profile_features": 5, "gold.labels": 3}',
+        "  roc_auc    0.8000",
+        "  log_loss   0.4123",
+        "gate: promoted (roc_auc 0.8000 meets the floor)",
+    ]
+    reproduction = SimpleNamespace(**{**vars(result), "version": None, "decision": None})
+    lines = summary_lines(reproduction, settings, reproduced="f00")  # type: ignore[arg-type]
+    assert lines[0] == "reproduced run f00 as run abc"
+    assert not any(line.startswith("gate:") for line in lines)
 
 
 # --- A real tracking server ------------------------------------------------------------------

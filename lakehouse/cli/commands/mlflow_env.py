@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 
+from lakehouse.models.tracking import env_vars, is_local_store
 from lakehouse.platform.settings import load_settings
 
 
@@ -29,8 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def ui_command(port: int) -> list[str]:
     """The ``mlflow ui`` command line for the settings in effect."""
-    from lakehouse.models.tracking import is_local_store
-
     settings = load_settings()
     command = [
         sys.executable,
@@ -63,8 +62,6 @@ def run_ui(args: argparse.Namespace) -> int:
 
 def run_env(args: argparse.Namespace) -> int:
     """Print ``export K=V`` lines."""
-    from lakehouse.models.tracking import env_vars
-
     for key, value in env_vars(load_settings()).items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

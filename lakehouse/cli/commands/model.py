@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from lakehouse.cli.console import render_rows
+from lakehouse.models.registry import history, promote, rollback
 from lakehouse.platform.settings import load_settings
 
 
@@ -32,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_promote(args: argparse.Namespace) -> int:
     """Promote one version."""
-    from lakehouse.models.registry import promote
-
     settings = load_settings()
     try:
         previous = promote(settings, args.version, force=args.force)
@@ -46,8 +45,6 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def run_rollback(args: argparse.Namespace) -> int:
     """Restore the previous champion."""
-    from lakehouse.models.registry import rollback
-
     settings = load_settings()
     try:
         restored = rollback(settings)
@@ -60,8 +57,6 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 def run_history(args: argparse.Namespace) -> int:
     """Print every version, newest first."""
-    from lakehouse.models.registry import history
-
     settings = load_settings()
     records = history(settings)
     if not records:
