@@ -29,10 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-# Re-exported: the gate's configuration was read from here before lakehouse.models.gate.
-from lakehouse.models.config import GATE_METRICS as GATE_METRICS
-from lakehouse.models.config import LOWER_IS_BETTER as LOWER_IS_BETTER
-from lakehouse.models.config import GateConfig as GateConfig
 from lakehouse.models.tracking import mlflow_client
 from lakehouse.platform.settings import Settings
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import lakehouse.models.config as model_config
-import lakehouse.models.registry as registry
+import lakehouse.models.gate as gate
 import lakehouse.models.training as training
 
 #: Libraries that take seconds to import and that no command needs to parse its flags.
@@ -31,9 +31,7 @@ def test_building_the_parser_imports_no_ml_library() -> None:
     assert _modules_imported_by("import lakehouse.cli as c; c.build_parser()") == []
 
 
-def test_training_and_registry_re_export_the_light_configuration() -> None:
+def test_training_and_the_gate_use_the_light_configuration() -> None:
     assert training.TrainConfig is model_config.TrainConfig
     assert training.MODEL_TYPES is model_config.MODEL_TYPES
-    assert registry.GateConfig is model_config.GateConfig
-    assert registry.GATE_METRICS is model_config.GATE_METRICS
-    assert registry.LOWER_IS_BETTER is model_config.LOWER_IS_BETTER
+    assert gate.GateConfig is model_config.GateConfig
