@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lakehouse.medallion.expectations import ExpectationFailed
 from lakehouse.medallion.pipeline import build_silver, new_run_id
 from lakehouse.platform.catalog import ENTITIES
 from lakehouse.platform.session import configure_logging, job_session
@@ -36,8 +37,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build silver and print one line per entity."""
     args = parse_args(argv)
-    from lakehouse.medallion.expectations import ExpectationFailed
-
     configure_logging(args.verbose)
     run_id = args.run_id or new_run_id()
     try:

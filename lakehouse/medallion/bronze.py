@@ -3,16 +3,15 @@
 A Structured Streaming file source watches ``landing/<entity>/``; ``trigger(availableNow=True)``
 processes every file not yet recorded in the stream's checkpoint, then stops. Each micro-batch is
 appended to ``bronze.<entity>_raw`` exactly once (:func:`lakehouse.platform.tables.append_batch`:
-the
-commit carries the stream's id and the batch id), so a batch replayed after a crash is not
-written twice.
+the commit carries the stream's id and the batch id), so a batch replayed after a crash is not
+written twice. The micro-batches are processed by a :class:`BronzeBatchIngester`, which holds
+their counts for the caller to read once the stream has stopped.
 
-Every contract field is kept as a string (:func:`lakehouse.medallion.contracts.bronze_schema`) and
-nothing
-is ever dropped: a line that does not parse becomes a row with null fields and the whole line in
-``_rescued_data``; a line that parses but carries fields outside the contract (schema drift) keeps
-them as a JSON object in ``_rescued_data``. Files are read whole (one record per line): a daily
-drop must fit in an executor's memory.
+Every contract field is kept as a string (:func:`lakehouse.medallion.contracts.bronze_schema`)
+and nothing is ever dropped: a line that does not parse becomes a row with null fields and the
+whole line in ``_rescued_data``; a line that parses but carries fields outside the contract
+(schema drift) keeps them as a JSON object in ``_rescued_data``. Files are read whole (one record
+per line): a daily drop must fit in an executor's memory.
 """
 
 from __future__ import annotations
@@ -54,6 +53,11 @@ def bronze_table(entity: str) -> str:
     """The bronze table name of ``entity`` (``bronze.<entity>_raw``)."""
     check_entity(entity)
     return f"bronze.{entity}_raw"
+
+
+def entity_checkpoint(checkpoint_dir: Path | str, entity: str) -> str:
+    """The checkpoint of ``entity``'s stream under a stage's ``checkpoint_dir``."""
+    return f"{str(checkpoint_dir).rstrip('/')}/{entity}"
 
 
 def check_entity(entity: str) -> None:
@@ -301,6 +305,23 @@ def pending_batch(spark: SparkSession, checkpoint_dir: Path | str) -> int | None
     return started if started > newest("commits") else None
 
 
+class _KeepingError:
+    """A ``foreachBatch`` function that keeps the first exception ``process`` raised, so that
+    :func:`run_available_now` re-raises it as itself rather than wrapped by the engine."""
+
+    def __init__(self, process: Callable[[DataFrame, int], None]) -> None:
+        self.process = process
+        self.error: Exception | None = None
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        try:
+            self.process(batch, batch_id)
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+
 def run_available_now(
     stream: DataFrame,
     checkpoint_dir: Path | str,
@@ -311,15 +332,7 @@ def run_available_now(
     An exception raised by ``process`` is re-raised as itself (not wrapped by the streaming
     engine); the failed batch is not committed to the checkpoint, so the next run replays it.
     """
-    errors: list[BaseException] = []
-
-    def guarded(batch: DataFrame, batch_id: int) -> None:
-        try:
-            process(batch, batch_id)
-        except Exception as exc:
-            errors.append(exc)
-            raise
-
+    guarded = _KeepingError(process)
     query = (
         stream.writeStream.foreachBatch(guarded)
         .option("checkpointLocation", str(checkpoint_dir))
@@ -329,13 +342,13 @@ def run_available_now(
     try:
         query.awaitTermination()
     except StreamingQueryException:
-        if errors:
-            raise errors[0] from None
+        if guarded.error is not None:
+            raise guarded.error from None
         raise
     failure = query.exception()
     if failure is not None:
-        if errors:
-            raise errors[0]
+        if guarded.error is not None:
+            raise guarded.error
         raise RuntimeError(f"stream with checkpoint {checkpoint_dir} failed: {failure}")
 
 
@@ -347,6 +360,83 @@ def _local(path: Path | str) -> Path | None:
     if "://" in text and not text.startswith("file:"):
         return None
     return Path(text.removeprefix("file://").removeprefix("file:"))
+
+
+class BronzeBatchIngester:
+    """The ``foreachBatch`` function of a bronze ingest: parses the landing files of a
+    micro-batch and appends their rows to ``bronze.<entity>_raw``, exactly once.
+
+    The counts are held by the object (read :meth:`result` once the stream has stopped), not by
+    variables of the caller, so they arrive wherever the object is asked for them.
+
+    Args:
+        catalog: where ``bronze.<entity>_raw`` lives.
+        entity: the entity ingested.
+        checkpoint_dir: the stream's checkpoint (its id marks the appends).
+        replayed: the batch the stream left unfinished when it last stopped
+            (:func:`pending_batch`), the only one an earlier attempt may have appended.
+    """
+
+    def __init__(
+        self,
+        catalog: TableCatalog,
+        entity: str,
+        checkpoint_dir: Path | str,
+        replayed: int | None,
+    ) -> None:
+        self.catalog = catalog
+        self.entity = entity
+        self.table = bronze_table(entity)
+        self.checkpoint_dir = checkpoint_dir
+        self.replayed = replayed
+        self.files = self.rows = self.rescued = 0
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        """Append one micro-batch of whole landing files and add up its counts."""
+        # A light pass over the files counts them and reads the CSV headers from their heads; a
+        # second parses and appends them, counting the rows and the rescued rows on the way.
+        stats = file_stats(batch, self.entity, rows=False).first()
+        assert stats is not None
+        files = int(stats["files"])
+        if files == 0:
+            return
+        n_rows, n_rescued = self._append(batch, batch_id, stats["headers"])
+        self.files += files
+        self.rows += n_rows
+        self.rescued += n_rescued
+        log.info(
+            "%s batch %d: %d file(s), %d row(s), %d rescued",
+            self.table,
+            batch_id,
+            files,
+            n_rows,
+            n_rescued,
+        )
+
+    def _append(self, batch: DataFrame, batch_id: int, headers: Sequence[str]) -> tuple[int, int]:
+        """Parse and append the files of ``batch``; (rows, rescued rows) appended."""
+        observed = Observation(f"{self.table}:{batch_id}")
+        rows = parse_files(batch, self.entity, datetime.now(UTC), headers=headers)
+        counted = rows.observe(
+            observed,
+            F.count(F.lit(1)).alias("rows"),
+            F.count("_rescued_data").alias("rescued"),
+        )
+        # The stream's id is read per batch: the checkpoint's metadata exists once it started.
+        writer = stream_app_id(self.checkpoint_dir, self.table)
+        if append_batch(counted, self.catalog, self.table, writer, batch_id, self.replayed):
+            metrics = observed.get
+            return int(metrics["rows"]), int(metrics["rescued"])
+        # An earlier attempt appended this batch, and stopped before the stream's checkpoint
+        # recorded it. Its rows are in bronze already: count them from the files.
+        log.info("%s batch %d was appended by an earlier attempt", self.table, batch_id)
+        full = file_stats(batch, self.entity).first()
+        assert full is not None
+        return int(full["rows"]), 0
+
+    def result(self) -> IngestResult:
+        """What the micro-batches processed so far appended."""
+        return IngestResult(self.entity, self.files, self.rows, self.rescued)
 
 
 def ingest_entity(
@@ -393,49 +483,11 @@ def ingest_entity(
         .load(source)
         .select("value", F.col("_metadata.file_path").alias("_source_file"))
     )
-    replayed = pending_batch(spark, checkpoint_dir)
-    totals = {"files": 0, "rows": 0, "rescued": 0}
-
-    def process(batch: DataFrame, batch_id: int) -> None:
-        # A light pass over the files counts them and reads the CSV headers from their heads; a
-        # second parses and appends them, counting the rows and the rescued rows on the way.
-        stats = file_stats(batch, entity, rows=False).first()
-        assert stats is not None
-        files = int(stats["files"])
-        if files == 0:
-            return
-        observed = Observation(f"{table}:{batch_id}")
-        rows = parse_files(batch, entity, datetime.now(UTC), headers=stats["headers"])
-        counted = rows.observe(
-            observed,
-            F.count(F.lit(1)).alias("rows"),
-            F.count("_rescued_data").alias("rescued"),
-        )
-        writer = stream_app_id(checkpoint_dir, table)
-        if append_batch(counted, catalog, table, writer, batch_id, replayed):
-            metrics = observed.get
-            n_rows, n_rescued = int(metrics["rows"]), int(metrics["rescued"])
-        else:
-            # An earlier attempt appended this batch, and stopped before the stream's
-            # checkpoint recorded it. Its rows are in bronze already: count them from the files.
-            log.info("%s batch %d was appended by an earlier attempt", table, batch_id)
-            full = file_stats(batch, entity).first()
-            assert full is not None
-            n_rows, n_rescued = int(full["rows"]), 0
-        totals["files"] += files
-        totals["rows"] += n_rows
-        totals["rescued"] += n_rescued
-        log.info(
-            "%s batch %d: %d file(s), %d row(s), %d rescued",
-            table,
-            batch_id,
-            files,
-            n_rows,
-            n_rescued,
-        )
-
-    run_available_now(stream, checkpoint_dir, process)
-    result = IngestResult(entity, totals["files"], totals["rows"], totals["rescued"])
+    ingester = BronzeBatchIngester(
+        catalog, entity, checkpoint_dir, pending_batch(spark, checkpoint_dir)
+    )
+    run_available_now(stream, checkpoint_dir, ingester)
+    result = ingester.result()
     if result.rescued_rows:
         log.warning("%s: %d row(s) with rescued data", table, result.rescued_rows)
     log.info("ingested %s: %d new file(s), %d row(s)", table, result.files, result.rows)
@@ -454,7 +506,7 @@ def ingest_all(
         check_entity(entity)
     return [
         ingest_entity(
-            spark, catalog, entity, landing_dir, f"{str(checkpoint_dir).rstrip('/')}/{entity}"
+            spark, catalog, entity, landing_dir, entity_checkpoint(checkpoint_dir, entity)
         )
         for entity in entities
     ]

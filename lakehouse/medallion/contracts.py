@@ -34,6 +34,37 @@ LANDING_FORMATS: dict[str, str] = {
     "repayments": "json",
 }
 
+#: Seconds in a day: the generator's event clock and gold's day numbers.
+SECONDS_PER_DAY = 86_400
+
+# --- Domain values -------------------------------------------------------------------------
+# The vocabulary of the raw world: what the generator draws from, what silver's expectations
+# accept and what gold's features single out.
+
+HOME_OWNERSHIP: tuple[str, ...] = ("RENT", "OWN", "MORTGAGE")
+REGIONS: tuple[str, ...] = ("NORTH", "SOUTH", "EAST", "WEST", "CENTRAL")
+#: The merchant category whose share of spending is a feature (gold) and a default risk
+#: (generator).
+GAMBLING = "GAMBLING"
+MERCHANT_CATEGORIES: tuple[str, ...] = (
+    "GROCERY",
+    "RESTAURANTS",
+    "FUEL",
+    "UTILITIES",
+    "HEALTH",
+    "ENTERTAINMENT",
+    "ELECTRONICS",
+    "TRAVEL",
+    "CASH",
+    GAMBLING,
+)
+#: The channel whose share of transactions is a feature.
+ONLINE = "ONLINE"
+CHANNELS: tuple[str, ...] = ("POS", ONLINE, "ATM")
+#: Loan terms in months.
+TERMS: tuple[int, ...] = (12, 24, 36, 48, 60)
+PURPOSES: tuple[str, ...] = ("CAR", "HOME_IMPROVEMENT", "DEBT_CONSOLIDATION", "EDUCATION", "OTHER")
+
 RAW_FIELDS: dict[str, tuple[str, ...]] = {
     # One line per profile version: a customer reappears when the profile changes.
     "customers": (
@@ -42,8 +73,8 @@ RAW_FIELDS: dict[str, tuple[str, ...]] = {
         "birth_date",  # YYYY-MM-DD
         "annual_income",  # number
         "employment_years",  # number
-        "home_ownership",  # RENT | OWN | MORTGAGE
-        "region",  # NORTH | SOUTH | EAST | WEST | CENTRAL
+        "home_ownership",  # HOME_OWNERSHIP
+        "region",  # REGIONS
         "credit_score",  # bureau score 300..850
         "updated_at",  # timestamp of this profile version
     ),
@@ -51,8 +82,8 @@ RAW_FIELDS: dict[str, tuple[str, ...]] = {
         "transaction_id",  # "T0000000001"
         "customer_id",
         "amount",  # positive number
-        "merchant_category",  # GROCERY | TRAVEL | ELECTRONICS | GAMBLING | UTILITIES | ...
-        "channel",  # POS | ONLINE | ATM
+        "merchant_category",  # MERCHANT_CATEGORIES
+        "channel",  # CHANNELS
         "transaction_ts",
     ),
     "loan_applications": (
@@ -60,8 +91,8 @@ RAW_FIELDS: dict[str, tuple[str, ...]] = {
         "customer_id",
         "applied_at",
         "loan_amount",
-        "term_months",  # 12 | 24 | 36 | 48 | 60
-        "purpose",  # CAR | HOME_IMPROVEMENT | DEBT_CONSOLIDATION | EDUCATION | OTHER
+        "term_months",  # TERMS
+        "purpose",  # PURPOSES
     ),
     "repayments": (
         "application_id",

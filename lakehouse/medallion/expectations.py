@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
-from lakehouse.medallion.contracts import RAW_FIELDS, SILVER_SCHEMAS
+from lakehouse.medallion.contracts import (
+    CHANNELS,
+    HOME_OWNERSHIP,
+    PURPOSES,
+    RAW_FIELDS,
+    SILVER_SCHEMAS,
+    TERMS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +51,10 @@ DUPLICATES = "duplicates"
 #: Column a silver batch carries to flag malformed rows (see :func:`malformed_condition`).
 MALFORMED_FLAG = "_malformed"
 
-_RULE = "_expectation_rule"
-_REASON = "_expectation_reason"
+#: Column of a flagged frame (:func:`flag_expectations`): the first drop rule the row broke.
+RULE_COLUMN = "_expectation_rule"
+#: Column of a flagged frame (:func:`flag_expectations`): why the row was rejected.
+REASON_COLUMN = "_expectation_reason"
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,16 @@ def builtin_expectations(entity: str) -> tuple[list[Expectation], list[Expectati
     return first, last
 
 
+def _sql_in(column: str, values: Sequence[str | int]) -> str:
+    """``column IN (...)`` over the contract's values (strings quoted)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _one_of(values: Sequence[str]) -> str:
+    """``"A, B or C"``, for the reasons people read."""
+    return f"{', '.join(values[:-1])} or {values[-1]}"
+
+
 CUSTOMER_EXPECTATIONS: tuple[Expectation, ...] = (
     Expectation(
         "valid_customer_id",
@@ -173,9 +192,9 @@ CUSTOMER_EXPECTATIONS: tuple[Expectation, ...] = (
     ),
     Expectation(
         "known_home_ownership",
-        "home_ownership IN ('RENT', 'OWN', 'MORTGAGE')",
+        _sql_in("home_ownership", HOME_OWNERSHIP),
         "warn",
-        "home_ownership is not RENT, OWN or MORTGAGE",
+        f"home_ownership is not {_one_of(HOME_OWNERSHIP)}",
     ),
 )
 
@@ -198,9 +217,9 @@ TRANSACTION_EXPECTATIONS: tuple[Expectation, ...] = (
     ),
     Expectation(
         "known_channel",
-        "channel IN ('POS', 'ONLINE', 'ATM')",
+        _sql_in("channel", CHANNELS),
         "warn",
-        "channel is not POS, ONLINE or ATM",
+        f"channel is not {_one_of(CHANNELS)}",
     ),
 )
 
@@ -226,13 +245,13 @@ LOAN_APPLICATION_EXPECTATIONS: tuple[Expectation, ...] = (
     ),
     Expectation(
         "valid_term",
-        "term_months IN (12, 24, 36, 48, 60)",
+        _sql_in("term_months", TERMS),
         "drop",
-        "term_months is not one of 12, 24, 36, 48, 60",
+        f"term_months is not one of {', '.join(map(str, TERMS))}",
     ),
     Expectation(
         "known_purpose",
-        "purpose IN ('CAR', 'HOME_IMPROVEMENT', 'DEBT_CONSOLIDATION', 'EDUCATION', 'OTHER')",
+        _sql_in("purpose", PURPOSES),
         "warn",
         "purpose is not a known loan purpose",
     ),
@@ -280,12 +299,6 @@ def _failing(exp: Expectation) -> Column:
     return ~F.coalesce(F.expr(exp.sql_condition).cast("boolean"), F.lit(False))
 
 
-#: Column of a flagged frame (:func:`flag_expectations`): the first drop rule the row broke.
-RULE_COLUMN = _RULE
-#: Column of a flagged frame (:func:`flag_expectations`): why the row was rejected.
-REASON_COLUMN = _REASON
-
-
 @dataclass(frozen=True)
 class FlaggedRows:
     """Rows flagged by a list of expectations, ready to be counted and split in one pass each.
@@ -309,7 +322,7 @@ class FlaggedRows:
     @property
     def passed(self) -> Column:
         """True for the rows that no drop rule rejected."""
-        return F.col(_RULE).isNull()
+        return F.col(RULE_COLUMN).isNull()
 
     def counts(self, row: Row) -> list[ExpectationCount]:
         """The per-expectation counts out of a row holding :attr:`aggregates`."""
@@ -331,8 +344,8 @@ class FlaggedRows:
         source = self.df if df is None else df
         return source.where(~self.passed).select(
             *[F.col(f"`{c}`") for c in self.columns],
-            F.col(_RULE).alias("rule"),
-            F.col(_REASON).alias("reason"),
+            F.col(RULE_COLUMN).alias("rule"),
+            F.col(REASON_COLUMN).alias("reason"),
         )
 
 
@@ -371,7 +384,7 @@ def flag_expectations(df: DataFrame, expectations: Sequence[Expectation]) -> Fla
         if exp.action == "drop":
             rule_expr = F.when(F.col(flag), F.lit(exp.name)).otherwise(rule_expr)
             reason_expr = F.when(F.col(flag), F.lit(exp.reason)).otherwise(reason_expr)
-    flagged = flagged.select("*", rule_expr.alias(_RULE), reason_expr.alias(_REASON))
+    flagged = flagged.select("*", rule_expr.alias(RULE_COLUMN), reason_expr.alias(REASON_COLUMN))
 
     aggregates: list[Column] = []
     for i, flag in enumerate(flags):

@@ -43,9 +43,12 @@ from pyspark.sql.types import (
 from pyspark.sql.window import Window, WindowSpec
 
 from lakehouse.medallion.contracts import (
+    GAMBLING,
     GOLD_CUSTOMER_PROFILE_SCHEMA,
     GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
     GOLD_LABELS_SCHEMA,
+    ONLINE,
+    SECONDS_PER_DAY,
     TRANSACTION_WINDOWS,
 )
 from lakehouse.platform.catalog import (
@@ -66,10 +69,6 @@ from lakehouse.platform.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-SECONDS_PER_DAY = 86_400
-GAMBLING = "GAMBLING"
-ONLINE = "ONLINE"
 
 #: Amounts are summed as decimals: exact, so a recomputation gives bit-identical features
 #: whatever the order Spark adds them in, and unchanged rows are recognised as unchanged.

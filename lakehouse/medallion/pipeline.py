@@ -29,6 +29,15 @@ from typing import Any, TypeVar
 
 from pyspark.sql import SparkSession
 
+from lakehouse.medallion.bronze import IngestResult, ingest_entity
+from lakehouse.medallion.gold import GOLD_TABLES, build_gold_table
+from lakehouse.medallion.gold import build_gold as build_gold_tables
+from lakehouse.medallion.silver import (
+    SilverResult,
+    build_silver_entity,
+    ensure_shared_tables,
+    silver_table,
+)
 from lakehouse.platform.catalog import (
     ENTITIES,
     SILVER_QUARANTINE,
@@ -36,6 +45,7 @@ from lakehouse.platform.catalog import (
     register_all,
 )
 from lakehouse.platform.settings import Settings
+from lakehouse.platform.tables import delta_version
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +113,12 @@ def for_each_entity(
     return [f.result() for f in futures]
 
 
-def _ingest(spark: SparkSession, settings: Settings, catalog: TableCatalog, entity: str) -> Any:
-    from lakehouse.medallion.bronze import ingest_entity
-
+def _ingest(
+    spark: SparkSession, settings: Settings, catalog: TableCatalog, entity: str
+) -> IngestResult:
     started = time.perf_counter()
-    result = ingest_entity(
-        spark, catalog, entity, settings.landing_dir, settings.checkpoints_dir / "bronze" / entity
-    )
+    checkpoint = settings.checkpoints_dir / "bronze" / entity
+    result = ingest_entity(spark, catalog, entity, settings.landing_dir, checkpoint)
     log.info(
         "[bronze] %-17s %3d new files, %8d rows (%.1fs)",
         entity,
@@ -122,13 +131,10 @@ def _ingest(spark: SparkSession, settings: Settings, catalog: TableCatalog, enti
 
 def _build(
     spark: SparkSession, settings: Settings, catalog: TableCatalog, run_id: str, entity: str
-) -> Any:
-    from lakehouse.medallion.silver import build_silver_entity
-
+) -> SilverResult:
     started = time.perf_counter()
-    result = build_silver_entity(
-        spark, catalog, entity, settings.checkpoints_dir / "silver" / entity, run_id
-    )
+    checkpoint = settings.checkpoints_dir / "silver" / entity
+    result = build_silver_entity(spark, catalog, entity, checkpoint, run_id)
     log.info("[silver] %-17s %s (%.1fs)", entity, result, time.perf_counter() - started)
     return result
 
@@ -159,8 +165,6 @@ def build_silver(
 
     The entities are built side by side unless ``parallel`` is False.
     """
-    from lakehouse.medallion.silver import ensure_shared_tables
-
     ensure_shared_tables(spark, catalog)
     return for_each_entity(
         lambda e: _build(spark, settings, catalog, run_id, e), entities, parallel
@@ -172,9 +176,7 @@ def build_gold(spark: SparkSession, catalog: TableCatalog, parallel: bool = True
 
     The tables are built side by side unless ``parallel`` is False.
     """
-    from lakehouse.medallion.gold import build_gold as _build_gold
-
-    counts = _build_gold(spark, catalog, parallel=parallel)
+    counts = build_gold_tables(spark, catalog, parallel=parallel)
     _log_gold(counts)
     return counts
 
@@ -199,10 +201,6 @@ def _chained_stages(
     raised once everything started has finished: the first entity's, else the first gold
     table's.
     """
-    from lakehouse.medallion.gold import GOLD_TABLES, build_gold_table
-    from lakehouse.medallion.silver import ensure_shared_tables, silver_table
-    from lakehouse.platform.tables import delta_version
-
     started = time.perf_counter()
     ensure_shared_tables(spark, catalog)
     bronze_done: dict[str, float] = {}

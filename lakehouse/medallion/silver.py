@@ -1,16 +1,16 @@
 """Silver: typed, checked, deduplicated records, one row per business key.
 
 :func:`build_silver_entity` reads the new rows of ``bronze.<entity>_raw`` with a Delta streaming
-source (its own checkpoint, ``trigger(availableNow=True)``); each micro-batch is
+source (its own checkpoint, ``trigger(availableNow=True)``); a :class:`SilverBatchProcessor`
+takes each micro-batch through these steps:
 
 1. typed (:func:`typed_columns`: bronze strings cast to
-:data:`lakehouse.medallion.contracts.SILVER_SCHEMAS`),
+   :data:`lakehouse.medallion.contracts.SILVER_SCHEMAS`);
 2. checked (:func:`lakehouse.medallion.expectations.flag_expectations`, the counts in one
-aggregation
-   over the batch): a ``fail`` rule stops here, before anything is written, and the checkpoint
-   does not advance;
+   aggregation over the batch): a ``fail`` rule stops here, before anything is written, and the
+   checkpoint does not advance;
 3. rejected rows appended to ``silver.quarantine`` with the rule and the raw bronze record;
-4. deduplicated on the business key (the latest by ``_ingested_at`` then ``_source_file``),
+4. deduplicated on the business key (the latest by ``_ingested_at`` then ``_source_file``);
 5. MERGEd into ``silver.<entity>``: new keys inserted, a known key updated only when the incoming
    row is newer and differs, so replaying rows changes nothing (the first batch into a table
    the build has just created is simply appended);
@@ -36,6 +36,7 @@ from pyspark.sql.types import DataType, IntegerType, StringType
 from lakehouse.medallion.bronze import (
     bronze_table,
     check_entity,
+    entity_checkpoint,
     pending_batch,
     run_available_now,
     stream_app_id,
@@ -72,6 +73,15 @@ log = logging.getLogger(__name__)
 _RAW_RECORD = "_raw_record"
 _METADATA = ("_source_file", "_ingested_at")
 _VERSIONS = "_versions"  # distinct records of a key in a batch, see deduplicate()
+#: The counts of :class:`SilverResult` a build adds up over its micro-batches.
+_TOTALS = (
+    "rows_read",
+    "inserted",
+    "updated",
+    "quarantined",
+    "exact_duplicates",
+    "key_duplicates",
+)
 
 
 def silver_table(entity: str) -> str:
@@ -257,6 +267,227 @@ def _ensure_tables(spark: SparkSession, catalog: TableCatalog, entity: str) -> b
     return created
 
 
+class SilverBatchProcessor:
+    """The ``foreachBatch`` function of a silver build of one entity.
+
+    Each micro-batch is read once (kept in memory while it is processed): one aggregation gives
+    the expectation counts before anything is written (:meth:`_check`); the rejected rows go to
+    the quarantine (:meth:`_quarantine`); the rest are deduplicated and written to silver
+    (:meth:`_upsert`), the distinct records and keys counted on the way; the counts are appended
+    to ``silver.expectation_results`` (:meth:`_record_counts`).
+
+    The run's totals are held by the object (read :meth:`result` once the stream has stopped),
+    not by variables of the caller, so they arrive wherever the object is asked for them; the
+    per-batch counts are in ``silver.expectation_results`` as well.
+
+    Args:
+        spark: the session the build runs on (MERGEs and tables are registered through it).
+        catalog: where the silver tables live.
+        entity: the entity built.
+        checkpoint_dir: the stream's checkpoint (its id marks the appends).
+        run_id: recorded with the quarantined rows and the expectation counts.
+        rules: every expectation, in order (built-in ones included).
+        empty_target: ``silver.<entity>`` was just created, so the first batch is appended.
+        replayed: the batch the stream left unfinished when it last stopped.
+    """
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        catalog: TableCatalog,
+        entity: str,
+        checkpoint_dir: Path | str,
+        run_id: str,
+        rules: Sequence[Expectation],
+        *,
+        empty_target: bool,
+        replayed: int | None,
+    ) -> None:
+        self.spark = spark
+        self.catalog = catalog
+        self.entity = entity
+        self.target = silver_table(entity)
+        self.checkpoint_dir = checkpoint_dir
+        self.run_id = run_id
+        self.rules = list(rules)
+        self.empty_target = empty_target
+        self.replayed = replayed
+        self.totals = dict.fromkeys(_TOTALS, 0)
+        self.warnings: dict[str, int] = {}
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        """Check, quarantine, deduplicate and write one micro-batch of bronze rows."""
+        flagged = flag_expectations(prepare_batch(batch, self.entity), self.rules)
+        # Only rejected rows need their raw record: passing rows do not carry it in memory.
+        raw_if_rejected = F.when(~flagged.passed, F.col(_RAW_RECORD))
+        rows = flagged.df.withColumn(_RAW_RECORD, raw_if_rejected).persist()
+        try:
+            self._process(flagged, rows, batch_id)
+        finally:
+            rows.unpersist()
+
+    def result(self) -> SilverResult:
+        """What the micro-batches processed so far did."""
+        totals = self.totals
+        return SilverResult(
+            self.entity,
+            rows_read=totals["rows_read"],
+            inserted=totals["inserted"],
+            updated=totals["updated"],
+            quarantined=totals["quarantined"],
+            exact_duplicates=totals["exact_duplicates"],
+            key_duplicates=totals["key_duplicates"],
+            warnings=tuple(sorted(self.warnings.items())),
+        )
+
+    def _process(self, flagged: FlaggedRows, rows: DataFrame, batch_id: int) -> None:
+        now = datetime.now(UTC)
+        checked = self._check(flagged, rows)
+        if checked is None:
+            return
+        rows_read, passed, counts = checked
+        quarantined = sum(c.failed for c in counts if c.action == "drop")
+        app_id = stream_app_id(self.checkpoint_dir, self.target)
+        if quarantined:
+            self._quarantine(flagged, rows, now, app_id, batch_id)
+        inserted = updated = unique_keys = distinct_rows = 0
+        if passed:
+            inserted, updated, unique_keys, distinct_rows = self._upsert(
+                flagged, rows, app_id, batch_id
+            )
+        exact = rows_read - quarantined - distinct_rows
+        key_dups = distinct_rows - unique_keys
+        # A row whose key silver already held is a duplicate, whether it updated it or not.
+        key_dups += unique_keys - inserted
+        duplicates = ExpectationCount(DUPLICATES, "drop", inserted, exact + key_dups)
+        self._record_counts([*counts, duplicates], now, app_id, batch_id)
+        self._add(
+            counts,
+            rows_read=rows_read,
+            inserted=inserted,
+            updated=updated,
+            quarantined=quarantined,
+            exact_duplicates=exact,
+            key_duplicates=key_dups,
+        )
+        log.info(
+            "%s batch %d: %d read, %d inserted, %d updated, %d quarantined, %d duplicates",
+            self.target,
+            batch_id,
+            rows_read,
+            inserted,
+            updated,
+            quarantined,
+            exact + key_dups,
+        )
+
+    def _check(
+        self, flagged: FlaggedRows, rows: DataFrame
+    ) -> tuple[int, int, list[ExpectationCount]] | None:
+        """(rows read, rows passed, expectation counts) of a batch; None when it is empty.
+
+        Raises:
+            ExpectationFailed: a ``fail`` rule failed; nothing of the batch is written.
+        """
+        stats = rows.agg(
+            F.count(F.lit(1)).alias("_rows"),
+            *flagged.aggregates,
+            F.count_if(flagged.passed).alias("_passed"),
+        ).first()
+        assert stats is not None
+        rows_read = int(stats["_rows"])
+        if rows_read == 0:
+            return None
+        counts = flagged.counts(stats)
+        check_counts(counts, self.rules, self.entity)
+        return rows_read, int(stats["_passed"]), counts
+
+    def _quarantine(
+        self, flagged: FlaggedRows, rows: DataFrame, now: datetime, app_id: str, batch_id: int
+    ) -> None:
+        """Append the rejected rows, with their rule and raw record, to ``silver.quarantine``."""
+        append_batch(
+            flagged.rejected_rows(rows).select(
+                F.lit(self.entity).alias("entity"),
+                F.col("rule"),
+                F.col("reason"),
+                F.col(_RAW_RECORD).alias("raw_record"),
+                F.col("_source_file"),
+                F.col("_ingested_at"),
+                F.lit(now).cast("timestamp").alias("quarantined_at"),
+                F.lit(self.run_id).alias("run_id"),
+            ),
+            self.catalog,
+            SILVER_QUARANTINE,
+            f"{app_id}:quarantine",
+            batch_id,
+            self.replayed,
+        )
+
+    def _upsert(
+        self, flagged: FlaggedRows, rows: DataFrame, app_id: str, batch_id: int
+    ) -> tuple[int, int, int, int]:
+        """Deduplicate the passing rows and write them to silver.
+
+        Returns (inserted, updated, unique keys, distinct records). The first batch into a
+        table this build has just created is appended, since there is nothing to MERGE with;
+        later batches are MERGEd.
+        """
+        columns = [f.name for f in SILVER_SCHEMAS[self.entity].fields]
+        deduped = deduplicate(
+            flagged.passed_rows(rows).select(*columns), self.entity, versions=_VERSIONS
+        )
+        updated = 0
+        if self.empty_target:
+            observed = Observation(f"{self.target}:{batch_id}")
+            written = deduped.observe(observed, *_size_columns()).drop(_VERSIONS)
+            if append_batch(written, self.catalog, self.target, app_id, batch_id, self.replayed):
+                unique_keys, distinct_rows = _sizes(observed.get)
+            else:  # an earlier attempt appended this batch: count it again
+                unique_keys, distinct_rows = _count_sizes(deduped)
+            inserted = unique_keys
+        else:
+            # A MERGE may read its source more than once: count before, not on the way.
+            unique_keys, distinct_rows = _count_sizes(deduped)
+            metrics = merge_upsert(
+                self.spark,
+                self.catalog,
+                self.target,
+                deduped.drop(_VERSIONS),
+                list(BUSINESS_KEYS[self.entity]),
+                update_condition=_newer_and_different(self.entity),
+                read_history=False,
+            )
+            inserted = metrics.get("numTargetRowsInserted", 0)
+            updated = metrics.get("numTargetRowsUpdated", 0)
+        self.empty_target = False
+        return inserted, updated, unique_keys, distinct_rows
+
+    def _record_counts(
+        self, counts: Sequence[ExpectationCount], now: datetime, app_id: str, batch_id: int
+    ) -> None:
+        """Append the batch's counts per expectation to ``silver.expectation_results``."""
+        rows = [
+            (self.run_id, self.entity, c.name, c.action, int(c.passed), int(c.failed), now)
+            for c in counts
+        ]
+        append_batch(
+            self.spark.createDataFrame(rows, EXPECTATION_RESULTS_SCHEMA),
+            self.catalog,
+            SILVER_EXPECTATIONS,
+            f"{app_id}:expectations",
+            batch_id,
+            self.replayed,
+        )
+
+    def _add(self, counts: Sequence[ExpectationCount], **batch: int) -> None:
+        for name, value in batch.items():
+            self.totals[name] += value
+        for count in counts:
+            if count.action == "warn":
+                self.warnings[count.name] = self.warnings.get(count.name, 0) + count.failed
+
+
 def build_silver_entity(
     spark: SparkSession,
     catalog: TableCatalog,
@@ -268,15 +499,9 @@ def build_silver_entity(
     """MERGE the bronze rows of ``entity`` not processed yet into ``silver.<entity>``.
 
     ``expectations`` defaults to :data:`lakehouse.medallion.expectations.EXPECTATIONS` of the
-    entity; the
-    built-in ``malformed``, ``schema_drift`` and ``required_fields`` rules always apply. A re-run
-    with no new bronze row writes nothing.
-
-    Each micro-batch is read once (kept in memory while it is processed): one aggregation gives
-    the expectation counts before anything is written; the deduplication counts the distinct
-    records and keys on the way (a MERGE's source is counted first, as a MERGE may read it
-    twice). The first batch into a silver table this build has just created is appended, since
-    there is nothing to MERGE with; later batches are MERGEd.
+    entity; the built-in ``malformed``, ``schema_drift`` and ``required_fields`` rules always
+    apply. A re-run with no new bronze row writes nothing. The micro-batches are processed by a
+    :class:`SilverBatchProcessor`.
 
     Raises:
         ExpectationFailed: a ``fail`` expectation failed; nothing of that batch was written and
@@ -287,142 +512,22 @@ def build_silver_entity(
     source_table = bronze_table(entity)
     if not catalog.exists(spark, source_table):
         raise ValueError(f"{source_table} does not exist: ingest the landing files first")
-    target = silver_table(entity)
     empty_target = _ensure_tables(spark, catalog, entity)
-    replayed = pending_batch(spark, checkpoint_dir)  # a batch an earlier run did not finish
     first, last = builtin_expectations(entity)
     rules = [*first, *(EXPECTATIONS[entity] if expectations is None else expectations), *last]
-    keys = list(BUSINESS_KEYS[entity])
-    silver_columns = [f.name for f in SILVER_SCHEMAS[entity].fields]
-    totals: dict[str, int] = {}
-    warnings: dict[str, int] = {}
-
-    def process(batch: DataFrame, batch_id: int) -> None:
-        flagged = flag_expectations(prepare_batch(batch, entity), rules)
-        # Only rejected rows need their raw record: passing rows do not carry it in memory.
-        raw_if_rejected = F.when(~flagged.passed, F.col(_RAW_RECORD))
-        rows = flagged.df.withColumn(_RAW_RECORD, raw_if_rejected).persist()
-        try:
-            _process(flagged, rows, batch_id)
-        finally:
-            rows.unpersist()
-
-    def _process(flagged: FlaggedRows, rows: DataFrame, batch_id: int) -> None:
-        nonlocal empty_target
-        now = datetime.now(UTC)
-        passed = flagged.passed
-        stats = rows.agg(
-            F.count(F.lit(1)).alias("_rows"),
-            *flagged.aggregates,
-            F.count_if(passed).alias("_passed"),
-        ).first()
-        assert stats is not None
-        rows_read = int(stats["_rows"])
-        if rows_read == 0:
-            return
-        counts = flagged.counts(stats)
-        check_counts(counts, rules, entity)  # a failed `fail` rule stops here: nothing written
-        quarantined = sum(c.failed for c in counts if c.action == "drop")
-
-        app_id = stream_app_id(checkpoint_dir, target)
-        if quarantined:
-            append_batch(
-                flagged.rejected_rows(rows).select(
-                    F.lit(entity).alias("entity"),
-                    F.col("rule"),
-                    F.col("reason"),
-                    F.col(_RAW_RECORD).alias("raw_record"),
-                    F.col("_source_file"),
-                    F.col("_ingested_at"),
-                    F.lit(now).cast("timestamp").alias("quarantined_at"),
-                    F.lit(run_id).alias("run_id"),
-                ),
-                catalog,
-                SILVER_QUARANTINE,
-                f"{app_id}:quarantine",
-                batch_id,
-                replayed,
-            )
-        inserted = updated = unique_keys = distinct_rows = 0
-        if int(stats["_passed"]):
-            deduped = deduplicate(
-                flagged.passed_rows(rows).select(*silver_columns), entity, versions=_VERSIONS
-            )
-            if empty_target:
-                observed = Observation(f"{target}:{batch_id}")
-                written = deduped.observe(observed, *_size_columns()).drop(_VERSIONS)
-                if append_batch(written, catalog, target, app_id, batch_id, replayed):
-                    unique_keys, distinct_rows = _sizes(observed.get)
-                else:  # an earlier attempt appended this batch: count it again
-                    unique_keys, distinct_rows = _count_sizes(deduped)
-                inserted = unique_keys
-            else:
-                # A MERGE may read its source more than once: count before, not on the way.
-                unique_keys, distinct_rows = _count_sizes(deduped)
-                metrics = merge_upsert(
-                    spark,
-                    catalog,
-                    target,
-                    deduped.drop(_VERSIONS),
-                    keys,
-                    update_condition=_newer_and_different(entity),
-                    read_history=False,
-                )
-                inserted = metrics.get("numTargetRowsInserted", 0)
-                updated = metrics.get("numTargetRowsUpdated", 0)
-            empty_target = False
-        exact = rows_read - quarantined - distinct_rows
-        key_dups = distinct_rows - unique_keys
-        # A row whose key silver already held is a duplicate, whether it updated it or not.
-        key_dups += unique_keys - inserted
-        duplicates = ExpectationCount(DUPLICATES, "drop", inserted, exact + key_dups)
-        _record(
-            spark,
-            catalog,
-            run_id,
-            entity,
-            [*counts, duplicates],
-            now,
-            app_id,
-            batch_id,
-            replayed,
-        )
-
-        for name, value in (
-            ("rows_read", rows_read),
-            ("inserted", inserted),
-            ("updated", updated),
-            ("quarantined", quarantined),
-            ("exact_duplicates", exact),
-            ("key_duplicates", key_dups),
-        ):
-            totals[name] = totals.get(name, 0) + value
-        for count in counts:
-            if count.action == "warn":
-                warnings[count.name] = warnings.get(count.name, 0) + count.failed
-        log.info(
-            "%s batch %d: %d read, %d inserted, %d updated, %d quarantined, %d duplicates",
-            target,
-            batch_id,
-            rows_read,
-            inserted,
-            updated,
-            quarantined,
-            exact + key_dups,
-        )
-
-    stream = _bronze_stream(spark, catalog, source_table)
-    run_available_now(stream, checkpoint_dir, process)
-    return SilverResult(
+    processor = SilverBatchProcessor(
+        spark,
+        catalog,
         entity,
-        rows_read=totals.get("rows_read", 0),
-        inserted=totals.get("inserted", 0),
-        updated=totals.get("updated", 0),
-        quarantined=totals.get("quarantined", 0),
-        exact_duplicates=totals.get("exact_duplicates", 0),
-        key_duplicates=totals.get("key_duplicates", 0),
-        warnings=tuple(sorted(warnings.items())),
+        checkpoint_dir,
+        run_id,
+        rules,
+        empty_target=empty_target,
+        replayed=pending_batch(spark, checkpoint_dir),  # a batch an earlier run did not finish
     )
+    stream = _bronze_stream(spark, catalog, source_table)
+    run_available_now(stream, checkpoint_dir, processor)
+    return processor.result()
 
 
 def _bronze_stream(spark: SparkSession, catalog: TableCatalog, name: str) -> DataFrame:
@@ -439,31 +544,6 @@ def _bronze_stream(spark: SparkSession, catalog: TableCatalog, name: str) -> Dat
     return reader.load(catalog.path(name))
 
 
-def _record(
-    spark: SparkSession,
-    catalog: TableCatalog,
-    run_id: str,
-    entity: str,
-    counts: Sequence[ExpectationCount],
-    evaluated_at: datetime,
-    app_id: str,
-    batch_id: int,
-    replayed: int | None,
-) -> None:
-    rows = [
-        (run_id, entity, c.name, c.action, int(c.passed), int(c.failed), evaluated_at)
-        for c in counts
-    ]
-    append_batch(
-        spark.createDataFrame(rows, EXPECTATION_RESULTS_SCHEMA),
-        catalog,
-        SILVER_EXPECTATIONS,
-        f"{app_id}:expectations",
-        batch_id,
-        replayed,
-    )
-
-
 def build_silver(
     spark: SparkSession,
     catalog: TableCatalog,
@@ -476,7 +556,7 @@ def build_silver(
         check_entity(entity)
     return [
         build_silver_entity(
-            spark, catalog, entity, f"{str(checkpoint_dir).rstrip('/')}/{entity}", run_id
+            spark, catalog, entity, entity_checkpoint(checkpoint_dir, entity), run_id
         )
         for entity in entities
     ]

@@ -12,6 +12,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
 from lakehouse.medallion.bronze import (
+    BronzeBatchIngester,
     IngestResult,
     file_stats,
     ingest_all,
@@ -126,6 +127,38 @@ def test_batch_appended_before_a_crash_is_not_appended_again(
     land(landing, "customers", "2026-01-06", [customer("C3", "2026-01-06T08:00:00Z")])
     assert ingest_entity(spark, catalog, "customers", landing, checkpoint).rows == 1
     assert catalog.read(spark, BRONZE_CUSTOMERS).count() == 3
+
+
+def test_batch_ingester_holds_its_counts_for_the_caller(
+    spark: SparkSession, catalog: TableCatalog, tmp_path: Path
+) -> None:
+    """The micro-batch function keeps its counts on itself, not in the caller's variables (a
+    ``foreachBatch`` function may run in another process, under Spark Connect)."""
+    checkpoint = tmp_path / "chk" / "customers"
+    spark.createDataFrame([], bronze_schema("customers")).write.format("delta").save(
+        catalog.path(BRONZE_CUSTOMERS)
+    )
+    ingester = BronzeBatchIngester(catalog, "customers", checkpoint, replayed=None)
+    files = spark.createDataFrame(
+        [
+            ("\n".join([customer("C1"), customer("C2")]) + "\n", "file:/landing/a.json"),
+            (customer("C3") + "\n{broken\n", "file:/landing/b.json"),
+        ],
+        "value STRING, _source_file STRING",
+    )
+
+    ingester(files, 0)
+    ingester(files.limit(0), 1)  # an empty batch changes nothing
+
+    assert ingester.result() == IngestResult("customers", files=2, rows=4, rescued_rows=1)
+    assert catalog.read(spark, BRONZE_CUSTOMERS).count() == 4
+
+    # Through a real stream: what ingest_entity returns is the ingester's count.
+    landing = tmp_path / "landing"
+    land(landing, "customers", "2026-01-05", [customer("C4")])
+    streamed = ingest_entity(spark, catalog, "customers", landing, tmp_path / "chk2")
+    assert streamed == IngestResult("customers", files=1, rows=1, rescued_rows=0)
+    assert catalog.read(spark, BRONZE_CUSTOMERS).count() == 5
 
 
 def test_malformed_json_line_is_kept_with_rescued_data(

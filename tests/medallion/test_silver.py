@@ -14,14 +14,22 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.medallion.bronze import ingest_all, ingest_entity
 from lakehouse.medallion.contracts import SILVER_SCHEMAS, bronze_schema
-from lakehouse.medallion.expectations import EXPECTATIONS, Expectation, ExpectationFailed
+from lakehouse.medallion.expectations import (
+    DUPLICATES,
+    EXPECTATIONS,
+    Expectation,
+    ExpectationFailed,
+    builtin_expectations,
+)
 from lakehouse.medallion.silver import (
     Accounting,
+    SilverBatchProcessor,
     SilverResult,
     accounting,
     build_silver,
     build_silver_entity,
     deduplicate,
+    ensure_shared_tables,
     typed_customers,
     typed_loan_applications,
     typed_repayments,
@@ -34,6 +42,7 @@ from lakehouse.platform.catalog import (
     SILVER_QUARANTINE,
     TableCatalog,
 )
+from lakehouse.platform.tables import create_if_missing
 
 T0 = datetime(2026, 1, 7, 6, 0, tzinfo=UTC)
 SRC = "file:/landing/x"
@@ -395,6 +404,85 @@ def source(paths: dict[str, Path], entity: str, day: str) -> str:
     """How the file source names a landing file of this test."""
     ext = "csv" if entity == "transactions" else "json"
     return f"file:{paths['landing'] / entity / f'{entity}_{day}.{ext}'}"
+
+
+def raw_customer(cid: str, income: str = "50000", home: str = "RENT") -> tuple[str, ...]:
+    """The bronze fields of one customer record, all strings."""
+    return (cid, f"Name {cid}", "1990-02-03", income, "4", home, "NORTH", "700", "2026-01-05")
+
+
+def test_batch_processor_holds_its_counts_and_writes_them_to_delta(
+    spark: SparkSession, catalog: TableCatalog, tmp_path: Path
+) -> None:
+    """The micro-batch function keeps the run's totals on itself, not in the caller's variables
+    (a ``foreachBatch`` function may run in another process, under Spark Connect), and appends
+    each batch's counts to ``silver.expectation_results``."""
+    create_if_missing(
+        spark, catalog, SILVER_CUSTOMERS, spark.createDataFrame([], SILVER_SCHEMAS["customers"])
+    )
+    ensure_shared_tables(spark, catalog)
+    first, last = builtin_expectations("customers")
+    processor = SilverBatchProcessor(
+        spark,
+        catalog,
+        "customers",
+        tmp_path / "chk",
+        "run-direct",
+        [*first, *EXPECTATIONS["customers"], *last],
+        empty_target=True,
+        replayed=None,
+    )
+    batch0 = bronze_rows(
+        spark,
+        "customers",
+        [
+            raw_customer("C1"),
+            raw_customer("C2"),
+            raw_customer("C2"),  # exact duplicate
+            raw_customer("C3", income="-5"),  # dropped: income_non_negative
+            raw_customer("C4", home="CAVE"),  # warned, kept
+        ],
+    )
+    later = datetime(2026, 1, 8, 6, 0, tzinfo=UTC)
+    batch1 = spark.createDataFrame(
+        [
+            (*raw_customer("C1", income="61000"), None, SRC, later),  # newer: updates C1
+            (*raw_customer("C5"), None, SRC, later),
+        ],
+        bronze_schema("customers"),
+    )
+
+    processor(batch0, 0)  # appended: the target is empty
+    processor(batch1, 1)  # MERGEd
+    processor(batch1.limit(0), 2)  # an empty batch changes nothing
+
+    assert processor.result() == SilverResult(
+        "customers",
+        rows_read=7,
+        inserted=4,
+        updated=1,
+        quarantined=1,
+        exact_duplicates=1,
+        key_duplicates=1,
+        warnings=(("known_home_ownership", 1), ("schema_drift", 0)),
+    )
+    silver = {
+        r["customer_id"]: r["annual_income"]
+        for r in catalog.read(spark, SILVER_CUSTOMERS).collect()
+    }
+    assert silver == {"C1": 61000.0, "C2": 50000.0, "C4": 50000.0, "C5": 50000.0}
+    assert catalog.read(spark, SILVER_QUARANTINE).count() == 1
+    recorded = (
+        catalog.read(spark, SILVER_EXPECTATIONS)
+        .where(F.col("run_id") == "run-direct")
+        .groupBy("expectation")
+        .agg(F.sum("passed").alias("passed"), F.sum("failed").alias("failed"))
+        .collect()
+    )
+    counts = {r["expectation"]: (r["passed"], r["failed"]) for r in recorded}
+    assert counts[DUPLICATES] == (4, 2)
+    assert counts["income_non_negative"] == (6, 1)
+    assert counts["known_home_ownership"] == (5, 1)
 
 
 def test_fail_expectation_commits_nothing_and_the_batch_is_replayed(

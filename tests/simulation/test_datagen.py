@@ -27,9 +27,9 @@ from sklearn.preprocessing import StandardScaler
 
 from lakehouse.cli import main
 from lakehouse.medallion.contracts import BUSINESS_KEYS, EVENT_TIME, LANDING_FORMATS, RAW_FIELDS
+from lakehouse.platform.catalog import ENTITIES
 from lakehouse.platform.settings import Settings
 from lakehouse.simulation.generator import (
-    ENTITIES,
     EntityReport,
     GenerationReport,
     GeneratorConfig,

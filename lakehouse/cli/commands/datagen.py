@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from lakehouse.cli.console import render_rows
+from lakehouse.platform.settings import load_settings
 from lakehouse.simulation.generator import REPORT_HEADERS, GeneratorConfig, generate
 
 _DEFAULTS = GeneratorConfig()
@@ -173,8 +174,6 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(str(exc))
     landing = args.landing_dir
     if landing is None:
-        from lakehouse.platform.settings import load_settings
-
         landing = load_settings().landing_dir
     report = generate(landing, config, days=range(args.from_day, to_day + 1))
     print(

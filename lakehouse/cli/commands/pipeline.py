@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from lakehouse.cli.console import format_seconds
+from lakehouse.medallion.expectations import ExpectationFailed
 from lakehouse.medallion.pipeline import STAGES, run_pipeline
 from lakehouse.platform.session import job_session
 
@@ -30,8 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the pipeline and print what it did."""
-    from lakehouse.medallion.expectations import ExpectationFailed
-
     try:
         with job_session("lakehouse-pipeline") as job:
             report = run_pipeline(job.spark, job.settings, job.catalog, args.stage or STAGES)
