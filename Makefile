@@ -48,7 +48,7 @@ test: lint typecheck pytest
 
 # The tests that need no JVM (pure logic: settings, URIs, gate decisions, contracts, datagen).
 test-unit: $(STAMP)
-	LAKEHOUSE_TEST_TIER=unit $(BIN)/pytest -m "not jvm" -p no:xdist
+	LAKEHOUSE_TEST_TIER=unit $(BIN)/pytest -m "not jvm" -n 2
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

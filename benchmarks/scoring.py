@@ -8,7 +8,7 @@ In a temporary home it registers a gradient-boosting model built like training b
 join on that inputs table, so no figure includes Feast's point-in-time retrieval. Then:
 
 * batch scoring step (the target figure): :func:`lakehouse.scoring.predictions.score_features`, the
-  ``mlflow.pyfunc.spark_udf`` scoring that :func:`~lakehouse.scoring.predictions.score_batch` runs,
+  ``mlflow.pyfunc.spark_udf`` scoring that :func:`~lakehouse.scoring.batch.score_batch` runs,
   over the
   ``--rows`` featured rows, in rows per second, against the raw ``predict_proba`` of the same
   scikit-learn pipeline on the same rows already in memory as a pandas frame (one call, with
@@ -61,19 +61,17 @@ from lakehouse.platform.catalog import GOLD_PREDICTIONS, SILVER_LOAN_APPLICATION
 from lakehouse.platform.settings import Settings, load_settings
 from lakehouse.platform.spark import get_spark, table_catalog
 from lakehouse.platform.tables import delta_version
+from lakehouse.scoring.batch import score_batch, select_applications
 from lakehouse.scoring.predictions import (
     ARROW_BATCH_SIZE,
     ModelCache,
-    ResolvedModel,
     arrow_batch_rows,
     featured_applications,
-    resolve_model,
     score_applications,
-    score_batch,
     score_features,
-    select_applications,
-    start_scoring_stream,
 )
+from lakehouse.scoring.resolution import ResolvedModel, resolve_model
+from lakehouse.scoring.stream import start_scoring_stream
 
 NUMERIC = ["loan_amount", "term_months", "age", "annual_income", "credit_score", "txn_count_30d"]
 CATEGORICAL = ["purpose", "home_ownership"]
@@ -305,7 +303,7 @@ def stream_figures(spark: SparkSession, settings: Settings, appends: int) -> lis
     first = model_inputs(100, seed=99, offset=10**9)
     write_applications(spark, catalog, first)
     batches = BatchLog()
-    scoring_log = logging.getLogger("lakehouse.scoring.predictions")
+    scoring_log = logging.getLogger("lakehouse.scoring.stream")
     level = scoring_log.level
     scoring_log.addHandler(batches)
     scoring_log.setLevel(logging.INFO)

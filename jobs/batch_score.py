@@ -13,8 +13,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.cli.commands.score import add_batch_arguments, run_batch
 from lakehouse.platform.session import configure_logging
+from lakehouse.workflows.scoring import (
+    ScoringError,
+    add_batch_arguments,
+    batch_summary,
+    run_batch,
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -29,7 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Score and print how many predictions were written."""
     args = parse_args(argv)
     configure_logging(args.verbose)
-    return run_batch(args)
+    try:
+        report = run_batch(args)
+    except ScoringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(batch_summary(report))
+    return 0
 
 
 if __name__ == "__main__":

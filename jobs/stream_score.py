@@ -15,8 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.cli.commands.score import add_stream_arguments, run_stream
 from lakehouse.platform.session import configure_logging
+from lakehouse.workflows.scoring import ScoringError, add_stream_arguments, run_stream
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -31,7 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the scoring stream until it stops."""
     args = parse_args(argv)
     configure_logging(args.verbose)
-    return run_stream(args)
+    try:
+        run_stream(args)
+    except ScoringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,13 +24,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from lakehouse.cli import main
 from lakehouse.medallion.contracts import (
     GOLD_CUSTOMER_PROFILE_SCHEMA,
     GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
@@ -38,6 +50,8 @@ from lakehouse.medallion.contracts import (
     SILVER_SCHEMAS,
     TRANSACTION_WINDOWS,
 )
+from lakehouse.models.tracking import connect
+from lakehouse.models.training import model_pip_requirements
 from lakehouse.platform.catalog import (
     GOLD_CUSTOMER_PROFILE,
     GOLD_CUSTOMER_TRANSACTIONS,
@@ -47,23 +61,21 @@ from lakehouse.platform.catalog import (
     TableCatalog,
 )
 from lakehouse.platform.settings import Settings
+from lakehouse.scoring.batch import score_batch, select_applications
+from lakehouse.scoring.decisions import DecisionThresholds
 from lakehouse.scoring.predictions import (
     PREDICTIONS_SCHEMA,
-    DecisionThresholds,
     ModelCache,
-    parse_model_uri,
     prediction_outcomes,
-    resolve_model,
     score_applications,
-    score_batch,
-    select_applications,
-    start_scoring_stream,
     write_predictions,
 )
+from lakehouse.scoring.resolution import parse_model_uri, resolve_model
+from lakehouse.scoring.stream import start_scoring_stream
 from tests.conftest import copy_tables, written_once
 
 REPO = Path(__file__).resolve().parents[2]
-FEATURES_SPEC = "tests.test_scoring:pit_features"
+FEATURES_SPEC = "tests.scoring.test_scoring:pit_features"
 NUMERIC = [
     "loan_amount",
     "term_months",
@@ -256,18 +268,6 @@ def _training_frame(seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 
 def register_model(settings: Settings, seed: int, c: float, alias: str | None = "champion") -> int:
     """Fit a small pipeline, log it like training does, register it; return its version."""
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    from lakehouse.models.tracking import connect
-    from lakehouse.models.training import model_pip_requirements
-
     connect(settings)
     X, y = _training_frame(seed)
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
@@ -304,16 +304,12 @@ def register_model(settings: Settings, seed: int, c: float, alias: str | None = 
 
 def set_alias(settings: Settings, alias: str, version: int) -> None:
     """Point ``alias`` at ``version``."""
-    from mlflow import MlflowClient
-
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     client.set_registered_model_alias(settings.model_name, alias, str(version))
 
 
 def direct_scores(settings: Settings, version: int, inputs: pd.DataFrame) -> dict[str, float]:
     """Probability of class 1 from ``mlflow.pyfunc.load_model(...).predict`` in pandas."""
-    import mlflow.pyfunc
-
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
     proba = np.asarray(model.predict(inputs[[*NUMERIC, *CATEGORICAL]]))
     return dict(zip(inputs["application_id"], proba[:, 1].tolist(), strict=True))
@@ -370,8 +366,6 @@ def test_batch_scores_equal_direct_pyfunc_prediction(spark: SparkSession, world:
     assert set(got["model_version"]) == {1}
     assert set(got["scoring_mode"]) == {"batch"}
     assert set(got["customer_id"]) == {"C1", "C2", "C3", "C4"}
-    from mlflow import MlflowClient
-
     run_id = (
         MlflowClient(world.settings.tracking_uri).get_model_version("credit_risk_model", "1").run_id
     )
@@ -626,8 +620,6 @@ def version_counts(spark: SparkSession, catalog: TableCatalog) -> dict[int, int]
     Another process may create and write the table: this JVM's cached Delta logs are dropped
     first, so the read sees that process's commits.
     """
-    from pyspark.errors import AnalysisException
-
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
@@ -830,8 +822,6 @@ def test_batch_job_scores_the_champions_applications(
 # --- CLI -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("action", ["batch", "stream"])
 def test_score_commands_have_help(action: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from lakehouse.cli import main
-
     with pytest.raises(SystemExit) as exc:
         main(["score", action, "--help"])
     assert exc.value.code == 0
@@ -849,8 +839,6 @@ def test_score_commands_have_help(action: str, capsys: pytest.CaptureFixture[str
 def test_score_commands_reject_bad_flags(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lakehouse.cli import main
-
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2

@@ -129,7 +129,8 @@ def train(job: JobContext) -> str:
 def score(job: JobContext) -> str:
     """Batch-score with the champion, then let the scoring stream catch up."""
     from lakehouse.models.registry import champion_version
-    from lakehouse.scoring.predictions import score_batch, start_scoring_stream
+    from lakehouse.scoring.batch import score_batch
+    from lakehouse.scoring.stream import start_scoring_stream
     from lakehouse.workflows import lifecycle
 
     if champion_version(job.settings) is None:
