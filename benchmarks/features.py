@@ -21,12 +21,16 @@ target and a baseline measured in the same run:
   The training frame is compared value by value with the hand-written join's and with the one
   Feast's stock join gives.
 * online retrieval of one customer, ``--calls`` calls each, p50 and p99: Feast's
-  ``get_online_features`` and :class:`lakehouse.features.store.OnlineFeatureReader` against a direct
-  ``sqlite3`` primary-key read of the same rows in Feast's two tables (entity key serialized
-  once, values left encoded). Target: the reader's p50 <= 4x the direct read's. The ratio
-  against a read of one table (half the rows) is printed too.
-* materialization throughput: :func:`lakehouse.features.store.materialize` (the bulk SQLite path)
-  into a fresh registry and online store, in entity rows written (as Feast counts them: one per
+  ``get_online_features`` on the platform's online store
+  (:class:`lakehouse.features.online.LakehouseSqliteOnlineStore`) and on Feast's own
+  ``SqliteOnlineStore`` (same file), and :class:`lakehouse.features.store.OnlineFeatureReader`,
+  against a direct ``sqlite3`` primary-key read of the same rows in Feast's two tables (entity
+  key serialized once, values left encoded). Target: the reader's p50 <= 4x the direct read's.
+  The ratio against a read of one table (half the rows) is printed too.
+* materialization throughput: :func:`lakehouse.features.store.materialize` (``bulk=True``:
+  Feast's ``materialize`` through the platform's batch engine,
+  :class:`lakehouse.features.engine.LakehouseComputeEngine`, and online store) into a fresh
+  registry and online store, in entity rows written (as Feast counts them: one per
   entity and view) per second of wall time of the whole call (registry reads and updates, Spark
   reads, serialization, the SQLite transaction). Measured on a synthetic gold world of
   ``--mat-customers`` customers written directly with the gold tables' columns and types (no
@@ -37,7 +41,7 @@ target and a baseline measured in the same run:
   out of (1.2 + ``--mat-days``) x ``--mat-customers`` source rows. Median of ``--repeats`` runs
   after a warm-up. Target: >= 50,000 rows/s. For information, at the same scale: a plain Spark
   read of the same rows (latest per entity within the TTL, into Arrow; median of ``--repeats``)
-  and the bulk path's time against it; Feast's own per-row writer (``bulk=False``, one run;
+  and the bulk path's time against it; Feast's own engine and SQLite store (``bulk=False``, one run;
   ``--skip-feast-materialize`` skips it) and the bulk path against it. Also the bulk path on
   the pipeline world (a few thousand entity rows, where Spark's fixed cost dominates).
 """
@@ -60,6 +64,9 @@ import pandas as pd
 import yaml
 from _common import build_world, muted, quiet, timed, verdict
 from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -244,6 +251,15 @@ def percentiles(fn: Any, calls: int, warmup: int = 50) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
+def stock_online_store(settings: Settings) -> FeatureStore:
+    """A FeatureStore on the same registry and online file with Feast's own SQLite store."""
+    config = features.feature_store_config(settings, feast_sqlite=True)
+    path = settings.home / "stock-online" / "feature_store.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return FeatureStore(repo_path=str(features.feature_repo_dir()), fs_yaml_file=path)
+
+
 def same_value(a: Any, b: Any) -> bool:
     """Equal values, floats within rounding, None equal to None."""
     if isinstance(a, float) and isinstance(b, float):
@@ -253,10 +269,6 @@ def same_value(a: Any, b: Any) -> bool:
 
 def online(settings: Settings, calls: int) -> dict[str, tuple[float, float]]:
     """p50/p99 (microseconds) of the direct read, the fast reader and Feast's SDK."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
     store = features.feature_store(settings)
     service = store.get_feature_service(features.FEATURE_SERVICE)
     db = settings.feast_dir / "online_store.db"
@@ -266,6 +278,7 @@ def online(settings: Settings, calls: int) -> dict[str, tuple[float, float]]:
     if not set(tables) <= known:
         raise RuntimeError(f"online store {db} lacks tables {sorted(set(tables) - known)}")
     reader = features.OnlineFeatureReader(settings)
+    stock = stock_online_store(settings)
     customer_id, blob = "", b""
     # The first customer present in every view (ids as the generator writes them).
     for candidate in (f"C{i:06d}" for i in range(1, 100_000)):
@@ -302,6 +315,12 @@ def online(settings: Settings, calls: int) -> dict[str, tuple[float, float]]:
         "fast": percentiles(lambda: reader.get(customer_id), calls),
         "sdk": percentiles(
             lambda: store.get_online_features(
+                features=service, entity_rows=[{features.ENTITY_KEY: customer_id}]
+            ).to_dict(),
+            calls,
+        ),
+        "sdk (Feast's store)": percentiles(
+            lambda: stock.get_online_features(
                 features=service, entity_rows=[{features.ENTITY_KEY: customer_id}]
             ).to_dict(),
             calls,
@@ -476,7 +495,7 @@ def materialization(
     out.update({"bulk": rows / seconds, "values": values / seconds, "read": rows / read_s})
     if not args.skip_feast_materialize:
         feast_rows, _, feast_s = materialize_rate(world, end, bulk=False)
-        print(f"materialization: {feast_rows} entity rows, Feast's writer {feast_s:.2f}s (one run)")
+        print(f"materialization: {feast_rows} entity rows, Feast's own {feast_s:.2f}s (one run)")
         out["feast"] = feast_rows / feast_s
     return out
 
@@ -556,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(info("online fast path p99 vs direct SQLite read (x)", fast_p99 / direct_p99))
     lines.append(info("online Feast SDK p50 vs direct SQLite read (x)", sdk_p50 / direct_p50))
     lines.append(info("online Feast SDK p99 vs direct SQLite read (x)", sdk_p99 / direct_p99))
+    stock_p50, stock_p99 = lat["sdk (Feast's store)"]
+    lines.append(info("online SDK on Feast's store p50 vs direct read (x)", stock_p50 / direct_p50))
+    lines.append(info("online SDK on Feast's store p99 vs direct read (x)", stock_p99 / direct_p99))
     lines.append(
         info("online fast path p50 vs one-table read (x)", fast_p50 / lat["direct (1 table)"][0])
     )

@@ -3,7 +3,7 @@
 Declarative only: the features are computed by the gold layer into Delta tables; this module
 says where they are and how they are typed. Source locations follow the platform settings
 (``LAKEHOUSE_HOME``, ``LAKEHOUSE_TABLES_URI``, ``LAKEHOUSE_PROFILE``), never a fixed path; each
-source carries its table name in the ``lakehouse_table`` tag so that
+source carries its table name in the :data:`~lakehouse.features.store.TABLE_TAG` tag so that
 :func:`lakehouse.features.store.apply` can re-root it for other settings.
 
 TTLs (how old a feature row may be at the event time and still count):
@@ -25,6 +25,7 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.table_format import DeltaFormat
 from feast.types import Float64, Int32, Int64, String
 
+from lakehouse.features.store import ENTITY_KEY, FEATURE_SERVICE, TABLE_TAG
 from lakehouse.medallion.contracts import TRANSACTION_WINDOWS
 from lakehouse.platform.catalog import (
     GOLD_CUSTOMER_PROFILE,
@@ -33,8 +34,6 @@ from lakehouse.platform.catalog import (
 )
 from lakehouse.platform.settings import load_settings
 
-#: Tag naming the gold table behind a source.
-TABLE_TAG = "lakehouse_table"
 PROFILE_TTL = timedelta(days=365)
 TRANSACTIONS_TTL = timedelta(days=180)
 
@@ -42,7 +41,7 @@ _catalog = TableCatalog(load_settings().tables_root)
 
 customer = Entity(
     name="customer",
-    join_keys=["customer_id"],
+    join_keys=[ENTITY_KEY],
     value_type=ValueType.STRING,
     description="A bank customer, keyed by customer_id (for example C000001).",
 )
@@ -114,7 +113,7 @@ customer_transactions_fv = FeatureView(
 )
 
 credit_risk_v1 = FeatureService(
-    name="credit_risk_v1",
+    name=FEATURE_SERVICE,
     features=[customer_profile_fv, customer_transactions_fv],
     description="Every feature the credit risk model uses.",
 )

@@ -4,15 +4,18 @@ The declarative repository is ``feature_repo/`` (entity, Spark sources on the go
 feature views, the ``credit_risk_v1`` service). This module is the glue the platform calls:
 
 * :func:`feature_store` builds a :class:`feast.FeatureStore` for a :class:`Settings` object; its
-  configuration is rendered from the settings into ``settings.feast_dir/feature_store.yaml``
-  (registry and SQLite online store under ``settings.feast_dir``, or Redis at
-  ``settings.redis_url``; the offline store of :mod:`lakehouse.features.offline`, Feast's Spark
-  store with a one-pass point-in-time join, with the platform's Delta configuration).
+  configuration is rendered from the settings into ``settings.feast_dir/feature_store.yaml``:
+  registry under ``settings.feast_dir``; the offline store of :mod:`lakehouse.features.offline`
+  with the platform's Delta configuration; the SQLite online store of
+  :mod:`lakehouse.features.online` (Feast's format, faster hooks) with the batch engine of
+  :mod:`lakehouse.features.engine`; Feast's own SQLite store (the same file) when
+  ``settings.online_store`` is ``feast-sqlite``; or Redis at ``settings.redis_url``.
 * :func:`apply` registers the repository's definitions, with every source re-rooted at the
-  settings' table root; :func:`materialize` loads the online store incrementally (SQLite in
-  bulk, with exactly the rows Feast's writer writes).
+  settings' table root; :func:`materialize` loads the online store incrementally through
+  Feast's ``FeatureStore.materialize``.
 * :func:`build_training_set` and :func:`historical_features` run Feast's historical retrieval
-  on the caller's SparkSession; :func:`online_features` reads the online store.
+  on the caller's SparkSession; :func:`online_features` reads the online store through Feast,
+  :class:`OnlineFeatureReader` through a prepared query of the online store class.
 
 Feast's Spark offline store takes the active SparkSession of the calling thread, or builds one
 with ``getOrCreate``. Functions that receive ``spark`` make it the active session first, so Feast
@@ -21,12 +24,11 @@ reads Delta through the platform's session rather than a session of its own.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import importlib.util
+import io
 import logging
 import os
-import sqlite3
-import struct
 import sys
 import tempfile
 import uuid
@@ -39,11 +41,16 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from feast import FeatureService, FeatureStore, FeatureView
+from feast import Entity, FeatureService, FeatureStore, FeatureView
+from feast.data_source import DataSource
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import RepoConfig
 from feast.table_format import DeltaFormat
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.features.offline import STORE_TYPE, quoted
+from lakehouse.features import offline, online
+from lakehouse.features.engine import ENGINE_TYPE
+from lakehouse.features.online import LakehouseSqliteOnlineStore
 from lakehouse.platform.catalog import GOLD_LABELS, TableCatalog
 from lakehouse.platform.jars import jar_paths
 from lakehouse.platform.settings import Settings
@@ -58,6 +65,7 @@ FEATURE_SERVICE = "credit_risk_v1"
 PROJECT = "lakehouse"
 #: Overrides where the declarative Feast repository lives.
 FEATURE_REPO_ENV = "LAKEHOUSE_FEATURE_REPO"
+#: ``feast`` switches the SQLite online store back to Feast's own (store and batch engine);
 #: Tag on each source and view naming its gold table (see ``feature_repo/definitions.py``).
 TABLE_TAG = "lakehouse_table"
 #: Entity join key of every feature view.
@@ -99,7 +107,7 @@ class TrainingSet:
 def feature_repo_dir() -> Path:
     """The declarative Feast repository (``$LAKEHOUSE_FEATURE_REPO`` or ``<repo>/feature_repo``)."""
     override = os.environ.get(FEATURE_REPO_ENV)
-    path = Path(override) if override else Path(__file__).resolve().parent.parent / "feature_repo"
+    path = Path(override) if override else Path(__file__).resolve().parents[2] / "feature_repo"
     if not (path / "definitions.py").is_file():
         raise FileNotFoundError(
             f"no Feast repository at {path} (definitions.py missing); set {FEATURE_REPO_ENV}"
@@ -120,20 +128,31 @@ def offline_spark_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def feature_store_config(settings: Settings) -> dict[str, Any]:
-    """The ``feature_store.yaml`` mapping for ``settings``."""
+def feature_store_config(settings: Settings, feast_sqlite: bool | None = None) -> dict[str, Any]:
+    """The ``feature_store.yaml`` mapping for ``settings``.
+
+    ``feast_sqlite`` picks Feast's own SQLite store and batch engine over the platform's (same
+    file and format); by default ``settings.online_store == "feast-sqlite"`` decides.
+    """
     feast_dir = settings.feast_dir
-    online: dict[str, Any]
+    if feast_sqlite is None:
+        feast_sqlite = settings.online_store == "feast-sqlite"
+    online_store: dict[str, Any]
+    engine: dict[str, Any] = {}
     if settings.online_store == "redis":
-        online = {"type": "redis", "connection_string": settings.redis_url}
+        online_store = {"type": "redis", "connection_string": settings.redis_url}
     else:
-        online = {"type": "sqlite", "path": str(feast_dir / "online_store.db")}
+        kind = "sqlite" if feast_sqlite else online.STORE_TYPE
+        online_store = {"type": kind, "path": str(feast_dir / "online_store.db")}
+        if not feast_sqlite:
+            engine = {"batch_engine": {"type": ENGINE_TYPE}}
     return {
         "project": PROJECT,
         "provider": "local",
         "registry": {"registry_type": "file", "path": str(feast_dir / "registry.db")},
-        "online_store": online,
-        "offline_store": {"type": STORE_TYPE, "spark_conf": offline_spark_conf(settings)},
+        "online_store": online_store,
+        "offline_store": {"type": offline.STORE_TYPE, "spark_conf": offline_spark_conf(settings)},
+        **engine,
         "entity_key_serialization_version": 3,
     }
 
@@ -152,6 +171,13 @@ def feature_store(settings: Settings) -> FeatureStore:
     """A FeatureStore configured from ``settings`` over the declarative repository."""
     fs_yaml = write_feature_store_yaml(settings)
     return FeatureStore(repo_path=str(feature_repo_dir()), fs_yaml_file=fs_yaml)
+
+
+def _feature_store_with(settings: Settings, feast_sqlite: bool) -> FeatureStore:
+    """:func:`feature_store` with the SQLite store chosen here, configured in memory only."""
+    repo = feature_repo_dir()
+    config = RepoConfig(repo_path=repo, **feature_store_config(settings, feast_sqlite))
+    return FeatureStore(repo_path=str(repo), config=config)
 
 
 def use_session(spark: SparkSession) -> None:
@@ -205,9 +231,6 @@ def apply(settings: Settings, table_versions: dict[str, int] | None = None) -> l
     Idempotent: applying the same definitions twice leaves the registry as it was.
     ``table_versions`` pins sources to Delta versions (see :func:`load_definitions`).
     """
-    from feast import Entity
-    from feast.data_source import DataSource
-
     module = load_definitions(settings, table_versions)
     objects: list[Any] = []
     for kind in (Entity, DataSource, FeatureView, FeatureService):
@@ -252,22 +275,21 @@ def materialize(
     Args:
         settings: platform settings.
         end: end of the window, UTC when naive.
-        bulk: load SQLite in bulk (:func:`_bulk_materialize`: the rows Feast's writer writes,
-            far faster) rather than through Feast's per-row writer; defaults to True for the
-            SQLite online store. Other online stores (Redis) use Feast's writer; asking them
-            for ``bulk=True`` is an error.
+        bulk: True loads SQLite through the platform's store and engine
+            (:mod:`lakehouse.features.online`, :mod:`lakehouse.features.engine`: the rows Feast's
+            writer writes, far faster), False through Feast's own store and per-row writer;
+            None (the default) through the configured store. Asking Redis for ``bulk=True`` is
+            an error.
     """
     end_utc = _utc(end)
     running = SparkSession.getActiveSession() or SparkSession._instantiatedSession
     if running is not None:
         use_session(running)
-    if bulk is None:
-        bulk = settings.online_store == "sqlite"
-    if bulk and settings.online_store != "sqlite":
+    if bulk and not settings.sqlite_online_store:
         raise ValueError(
             f"bulk materialization needs the sqlite online store, not {settings.online_store}"
         )
-    store = feature_store(settings)
+    store = feature_store(settings) if bulk is None else _feature_store_with(settings, not bulk)
     views = store.list_feature_views()
     if not views:
         raise RuntimeError("no feature views registered: run `lakehouse features apply` first")
@@ -285,15 +307,16 @@ def materialize(
             log.info("%s is materialized up to %s already", view.name, start.isoformat())
             continue
         windows.append((view, start))
-    if bulk:
-        fast = [(view, start) for view, start in windows if _bulk_supported(store, view)]
-        rows = _bulk_materialize(store, fast, end_utc) if fast else {}
-        for view, start in fast:
-            store.registry.apply_materialization(view, store.project, start, end_utc)
-            log.info("%s: %d rows from %s to %s", view.name, rows[view.name], start, end_utc)
-        windows = [(view, start) for view, start in windows if view.name not in rows]
-    for view, start in windows:  # Feast's own writer
-        store.materialize(start_date=start, end_date=end_utc, feature_views=[view.name])
+    # One Feast call per window start, so that views resuming together are read and written
+    # by one engine call (Spark reads the next view while the previous one is written).
+    starts: dict[datetime, list[str]] = {}
+    for view, start in windows:
+        starts.setdefault(start, []).append(view.name)
+    for start, names in starts.items():
+        with contextlib.redirect_stdout(io.StringIO()) as printed:  # Feast prints progress
+            store.materialize(start_date=start, end_date=end_utc, feature_views=names)
+        log.debug("%s", printed.getvalue())
+        log.info("materialized %s from %s to %s", ", ".join(names), start, end_utc)
     return end_utc
 
 
@@ -416,418 +439,42 @@ def online_features(settings: Settings, customer_ids: Sequence[str]) -> pd.DataF
     return frame[[ENTITY_KEY, *service_feature_columns(store)]]
 
 
-# --- Fast paths over the SQLite online store -------------------------------------------------
-# Both read and write Feast's own SQLite tables (``<project>_<view>``: entity_key, feature_name,
-# value, value_text, event_ts, created_ts) with Feast's own serialization, so Feast's API and
-# ``feast serve`` see exactly what they would have written or read themselves.
-_UINT32 = struct.Struct("<I")
-
-
-@functools.cache
-def _string_key_prefix(join_key: str, version: int) -> bytes:
-    """Feast's serialized entity key of one string join key, up to the value's length.
-
-    Feast's serializer lays the key out as its header and join-key name, the value's type, then
-    the value's length (4 bytes, little-endian) and UTF-8 bytes; the prefix is taken from
-    Feast's own serialization of an empty value, so only the value's part is added per key.
-    """
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    empty = EntityKey(join_keys=[join_key], entity_values=[Value(string_val="")])
-    return bytes(serialize_entity_key(empty, entity_key_serialization_version=version))[:-4]
-
-
-def _entity_key_bytes(customer_id: str) -> bytes:
-    """Feast's serialized entity key (version 3) of one customer."""
-    raw = customer_id.encode("utf8")
-    return _string_key_prefix(ENTITY_KEY, 3) + _UINT32.pack(len(raw)) + raw
-
-
-def _sqlite_path(settings: Settings) -> Path:
-    if settings.online_store != "sqlite":
-        raise ValueError(
-            f"the fast paths need the sqlite online store, not {settings.online_store}"
-        )
-    return settings.feast_dir / "online_store.db"
-
-
-def _table_name(store: FeatureStore, view: FeatureView) -> str:
-    from feast.infra.online_stores.sqlite import _table_id
-
-    return _table_id(
-        store.config.project, view, store.config.registry.enable_online_feature_view_versioning
-    )
-
-
-#: Rows of one multi-row INSERT at most (SQLite's parser handles far more; this bounds memory).
-_ROWS_PER_STATEMENT = 600
-#: SQLite page cache of the bulk connection, KiB (the default is 2 MiB).
-_BULK_CACHE_KIB = 131_072
-
-
-def _bulk_supported(store: FeatureStore, view: FeatureView) -> bool:
-    """Whether :func:`_bulk_materialize` writes ``view`` (else Feast's writer does).
-
-    It reads Spark sources of views with join keys and writes the plain SQLite layout (no
-    vector or ``value_num`` columns).
-    """
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-
-    online = store.config.online_store
-    plain = not getattr(online, "vector_enabled", False) and not getattr(
-        online, "enable_openai_compatible_store", False
-    )
-    return plain and isinstance(view.batch_source, SparkSource) and bool(view.entity_columns)
-
-
-def _bulk_materialize(
-    store: FeatureStore, windows: Sequence[tuple[FeatureView, datetime]], end: datetime
-) -> dict[str, int]:
-    """Write the latest row per entity of each view in its window into SQLite; rows per view.
-
-    The same rows Feast's writer writes (``pull_latest_from_table_or_query``, then one row per
-    feature with Feast's serialized entity key and ValueProto, ``value_text``, event and created
-    times), obtained differently:
-
-    * Spark reads the latest row per entity in ``[start, end]`` of each view
-      (:func:`lakehouse.features.offline.latest_per_entity`, Feast's own ordering) straight into
-      Arrow, one view after the other on a background thread, so that the JVM reads the next
-      view while this thread writes the previous one;
-    * keys and values are serialized a column at a time (:func:`_entity_keys`,
-      :func:`_encode_values`) rather than a message at a time;
-    * one SQLite transaction for all views, rows in primary-key order, multi-row upserts that
-      bind each entity's key and times once, and a larger page cache.
-    """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-        get_spark_session_or_start_new_with_repoconfig,
-    )
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-    from pyspark import inheritable_thread_target
-
-    from lakehouse.features.offline import latest_per_entity, source_frame
-
-    spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
-    reads: list[tuple[FeatureView, _ViewLayout, DataFrame]] = []
-    for i, (view, start) in enumerate(windows):
-        source = view.batch_source
-        assert isinstance(source, SparkSource)
-        layout = _ViewLayout.of(i, view)
-        latest = latest_per_entity(
-            source_frame(spark, source),
-            [column for column, _ in layout.keys],
-            layout.timestamp,
-            layout.created,
-            start,
-            end,
-        )
-        reads.append((view, layout, latest.selectExpr(*layout.select())))
-
-    version = store.config.entity_key_serialization_version
-    rows: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakehouse-bulk-read") as pool:
-        tables: list[Future[Any]] = [
-            pool.submit(inheritable_thread_target(spark)(frame.toArrow)) for _, _, frame in reads
-        ]
-        conn = sqlite3.connect(_sqlite_path_from_config(store))
-        try:
-            conn.execute(f"PRAGMA cache_size = -{_BULK_CACHE_KIB}")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            with conn:
-                for (view, layout, _), table in zip(reads, tables, strict=True):
-                    rows[view.name] = _write_sqlite_view(
-                        conn, _table_name(store, view), view, layout, table.result(), version
-                    )
-        finally:
-            conn.close()
-            for table in tables:
-                table.cancel()  # reads not started yet, after a failure
-    return rows
-
-
-@dataclass(frozen=True)
-class _ViewLayout:
-    """Where one view's columns are in the source and in the bulk read's Arrow table.
-
-    ``keys``, ``features``: (source column, name in Feast) pairs; the Arrow columns are
-    ``__v<index>_<position>``, so that no name in the source can clash with another.
-    """
-
-    index: int
-    keys: list[tuple[str, str]]
-    timestamp: str
-    created: str | None
-    features: list[tuple[str, str]]
-
-    @classmethod
-    def of(cls, index: int, view: FeatureView) -> _ViewLayout:
-        """The layout of ``view`` (source names through its source's field mapping)."""
-        source = view.batch_source
-        assert source is not None
-        reverse = {v: k for k, v in source.field_mapping.items()}
-        created = source.created_timestamp_column
-        return cls(
-            index=index,
-            keys=[(reverse.get(c.name, c.name), c.name) for c in view.entity_columns],
-            timestamp=reverse.get(source.timestamp_field, source.timestamp_field),
-            created=reverse.get(created, created) if created else None,
-            features=[(reverse.get(f.name, f.name), f.name) for f in view.features],
-        )
-
-    def column(self, position: int | str) -> str:
-        """The Arrow column of a key/feature position, or of ``"ts"`` / ``"created"``."""
-        return f"__v{self.index}_{position}"
-
-    def select(self) -> list[str]:
-        """The selection of the bulk read for this view, as SQL expressions."""
-        pairs = [(self.timestamp, "ts")]
-        if self.created:
-            pairs.append((self.created, "created"))
-        pairs += [(src, f"k{i}") for i, (src, _) in enumerate(self.keys)]
-        pairs += [(src, f"f{i}") for i, (src, _) in enumerate(self.features)]
-        return [f"{quoted(src)} AS {self.column(pos)}" for src, pos in pairs]
-
-
-def _write_sqlite_view(
-    conn: sqlite3.Connection,
-    table_name: str,
-    view: FeatureView,
-    layout: _ViewLayout,
-    part: Any,
-    version: int,
-) -> int:
-    """Upsert the latest rows of one view (an Arrow table) into its SQLite table; the rows."""
-    import numpy as np
-
-    n = part.num_rows
-    if n == 0 or not layout.features:  # Feast writes one row per feature
-        return n
-    value_types = {f.name: f.dtype.to_value_type() for f in view.entity_columns}
-    keys = _entity_keys(
-        [
-            (name, value_types[name], part.column(layout.column(f"k{i}")))
-            for i, (_, name) in enumerate(layout.keys)
-        ],
-        version,
-    )
-    dtypes = {f.name: f.dtype.to_value_type() for f in view.features}
-    features = sorted((name, layout.column(f"f{i}")) for i, (_, name) in enumerate(layout.features))
-    width = 3 + 2 * len(features)  # key, event time, created time, (value, text) per feature
-    params = np.empty((n, width), dtype=object)
-    params[:, 0] = keys
-    params[:, 1] = _sqlite_times(part.column(layout.column("ts")))
-    params[:, 2] = _sqlite_times(part.column(layout.column("created"))) if layout.created else None
-    for j, (name, column) in enumerate(features):
-        blobs, texts = _encode_values(part.column(column), dtypes[name])
-        params[:, 3 + 2 * j] = blobs
-        params[:, 4 + 2 * j] = texts
-    params = params[sorted(range(n), key=keys.__getitem__)]  # primary-key order
-
-    variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per_statement = max(1, min(_ROWS_PER_STATEMENT // len(features), variables // width))
-    full = n - n % per_statement
-    if full:
-        conn.executemany(
-            _upsert_sql(table_name, [name for name, _ in features], per_statement),
-            params[:full].reshape(-1, per_statement * width).tolist(),
-        )
-    if full < n:
-        conn.execute(
-            _upsert_sql(table_name, [name for name, _ in features], n - full),
-            params[full:].ravel().tolist(),
-        )
-    return n
-
-
-def _upsert_sql(table_name: str, features: Sequence[str], entities: int) -> str:
-    """A multi-row upsert of ``entities`` entities: key and times bound once per entity."""
-    width = 3 + 2 * len(features)
-    literals = ["'" + name.replace("'", "''") + "'" for name in features]
-    values = []
-    for e in range(entities):
-        base = e * width
-        for j, literal in enumerate(literals):
-            value = base + 4 + 2 * j
-            values.append(
-                f"(?{base + 1}, {literal}, ?{value}, ?{value + 1}, ?{base + 2}, ?{base + 3})"
-            )
-    return (
-        f'INSERT INTO "{table_name}" '
-        "(entity_key, feature_name, value, value_text, event_ts, created_ts) VALUES "
-        + ", ".join(values)
-        + " ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
-        "value_text = excluded.value_text, event_ts = excluded.event_ts, "
-        "created_ts = excluded.created_ts"
-    )
-
-
-def _sqlite_times(column: Any) -> Any:
-    """Times as Feast's SQLite writer binds them: naive UTC, through the registered adapter.
-
-    Feast's writer binds ``datetime`` objects, which sqlite3 adapts with the adapter Feast
-    registers (Unix seconds); each distinct time is adapted once the same way here. Returns an
-    object array, None for nulls.
-    """
-    import feast.infra.online_stores.sqlite  # noqa: F401 - registers Feast's adapters
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    encoded = pc.dictionary_encode(array)
-    distinct = [_naive(ts) for ts in encoded.dictionary.to_pylist()]
-    lookup = np.empty(len(distinct) + 1, dtype=object)
-    lookup[:-1] = [
-        None if ts is None else sqlite3.adapt(ts, sqlite3.PrepareProtocol) for ts in distinct
-    ]
-    return lookup[pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)]
-
-
-def _entity_keys(columns: Sequence[tuple[str, Any, Any]], version: int) -> list[bytes]:
-    """Feast's serialized entity key of each row: ``(join key, ValueType, Arrow column)``.
-
-    One string join key (the platform's case) is serialized by concatenation around a prefix
-    that Feast's own serializer produced; anything else goes through Feast's serializer.
-    """
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.type_map import python_values_to_proto_values
-    from feast.value_type import ValueType
-
-    if len(columns) == 1 and columns[0][1] == ValueType.STRING:
-        name, _, column = columns[0]
-        prefix, pack = _string_key_prefix(name, version), _UINT32.pack
-        return [
-            prefix + pack(len(raw)) + raw
-            for raw in (str(value).encode("utf8") for value in column.to_pylist())
-        ]
-    names = [name for name, _, _ in columns]
-    values = [
-        python_values_to_proto_values(column.to_numpy(zero_copy_only=False), kind)
-        for _, kind, column in columns
-    ]
-    return [
-        bytes(serialize_entity_key(EntityKey(join_keys=names, entity_values=list(row)), version))
-        for row in zip(*values, strict=True)
-    ]
-
-
-def _encode_values(column: Any, value_type: Any) -> tuple[Any, Any]:
-    """Feast's serialized ValueProto and ``value_text`` of each value, as object arrays.
-
-    Nulls (and NaN, as Feast's converter treats it) become the empty ValueProto and no text.
-    Doubles and floats are laid out directly in the protobuf wire format (one tag byte, then
-    the little-endian value; the tag is cut from a message serialized by protobuf). Other
-    scalars are converted once per distinct value with Feast's own converter and text
-    extraction, then spread by index; types Arrow cannot dictionary-encode (lists) are
-    converted value by value, by Feast's converter too.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from feast.infra.online_stores.helpers import extract_text_and_num
-    from feast.protos.feast.types.Value_pb2 import Value
-    from feast.type_map import python_values_to_proto_values
-    from feast.value_type import ValueType
-
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(array)
-    empty = Value().SerializeToString()
-    missing = np.asarray(pc.is_null(array, nan_is_null=True).to_numpy(zero_copy_only=False))
-    blobs = np.empty(n, dtype=object)
-    texts = np.empty(n, dtype=object)
-    numeric = pa.types.is_floating(array.type) or pa.types.is_integer(array.type)
-    if value_type in (ValueType.DOUBLE, ValueType.FLOAT) and numeric:
-        wide = value_type == ValueType.DOUBLE
-        kind = np.dtype("<f8") if wide else np.dtype("<f4")
-        sample = Value(double_val=1.0) if wide else Value(float_val=1.0)
-        tag = sample.SerializeToString()[: -kind.itemsize]
-        numbers = pc.fill_null(array, 0).to_numpy(zero_copy_only=False).astype(kind)
-        layout = np.empty(n, dtype=[("tag", f"V{len(tag)}"), ("value", kind)])
-        layout["tag"] = np.frombuffer(tag, dtype=f"V{len(tag)}")[0]
-        layout["value"] = numbers
-        blobs[:] = layout.view(f"V{layout.dtype.itemsize}").tolist()
-        texts[:] = list(map(str, numbers.astype(np.float64).tolist()))
-    else:
-        try:
-            encoded = pc.dictionary_encode(array)
-        except pa.ArrowNotImplementedError:
-            protos = python_values_to_proto_values(array.to_numpy(zero_copy_only=False), value_type)
-            blobs[:] = [p.SerializeToString() for p in protos]
-            texts[:] = [extract_text_and_num(p, False)[0] for p in protos]
-        else:
-            distinct = python_values_to_proto_values(encoded.dictionary.to_pylist(), value_type)
-            lookup_blobs = np.array([p.SerializeToString() for p in distinct] + [empty], object)
-            lookup_texts = np.array(
-                [extract_text_and_num(p, False)[0] for p in distinct] + [None], object
-            )
-            index = pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)
-            blobs[:] = lookup_blobs[index]
-            texts[:] = lookup_texts[index]
-    blobs[missing] = empty
-    texts[missing] = None
-    return blobs, texts
-
-
-def _sqlite_path_from_config(store: FeatureStore) -> str:
-    path = Path(store.config.online_store.path)
-    return str(path if path.is_absolute() else store.repo_path / path)
-
-
-def _naive(ts: Any) -> datetime | None:
-    if ts is None:
-        return None
-    if isinstance(ts, pd.Timestamp):
-        ts = ts.to_pydatetime()
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
-
-
+# --- Point reads -----------------------------------------------------------------------------
 class OnlineFeatureReader:
-    """Fast point reads of the service's features from Feast's SQLite online store.
+    """Point reads of the service's features for the platform's low-latency callers.
 
-    Built once (registry read, connection opened, statement prepared), then each
-    :meth:`get` is one indexed query on Feast's tables with Feast's serialized entity key;
-    values decode as Feast's ``get_online_features`` decodes them.
+    Resolves the service once (registry read, one prepared query over the views' SQLite tables
+    through :meth:`LakehouseSqliteOnlineStore.point_reader`), then each :meth:`get` is one
+    indexed query; values decode as ``get_online_features`` decodes them. It skips the SDK's
+    per-call registry lookups and response building, so it stays several times faster.
     """
 
     def __init__(self, settings: Settings, service: str = FEATURE_SERVICE) -> None:
-        """Open the online store of ``settings`` for ``service``."""
-        _sqlite_path(settings)
+        """Open the SQLite online store of ``settings`` for ``service``."""
+        _require_sqlite(settings)
         store = feature_store(settings)
         fs = store.get_feature_service(service)
         self.feature_columns: list[str] = []
-        parts: list[str] = []
+        views: list[tuple[FeatureView, list[str]]] = []
         for projection in fs.feature_view_projections:
-            view = store.get_feature_view(projection.name)
             wanted = [f.name for f in projection.features]
+            views.append((store.get_feature_view(projection.name), wanted))
             self.feature_columns.extend(wanted)
-            quoted = ", ".join(f"'{name}'" for name in wanted)
-            parts.append(
-                f'SELECT feature_name, value FROM "{_table_name(store, view)}" '
-                f"WHERE entity_key = ?1 AND feature_name IN ({quoted})"
-            )
-        self._sql = " UNION ALL ".join(parts)
-        self._conn = sqlite3.connect(
-            _sqlite_path_from_config(store), check_same_thread=False, cached_statements=64
-        )
+        self._online = LakehouseSqliteOnlineStore()
+        self._reader = self._online.point_reader(store.config, views)
 
     def get(self, customer_id: str) -> dict[str, Any]:
         """The feature values of one customer; every feature None when unknown."""
-        from feast.protos.feast.types.Value_pb2 import Value
-
         out: dict[str, Any] = dict.fromkeys(self.feature_columns)
-        for name, blob in self._conn.execute(self._sql, (_entity_key_bytes(customer_id),)):
-            value = Value.FromString(blob)
+        for name, blob in self._reader.rows(ENTITY_KEY, customer_id):
+            value = ValueProto.FromString(blob)
             kind = value.WhichOneof("val")
             out[name] = getattr(value, kind) if kind else None
         return out
 
     def close(self) -> None:
         """Close the SQLite connection."""
-        self._conn.close()
+        self._online.close_connection()
 
 
 def online_features_fast(settings: Settings, customer_ids: Sequence[str]) -> pd.DataFrame:
@@ -844,23 +491,23 @@ def online_features_fast(settings: Settings, customer_ids: Sequence[str]) -> pd.
 
 def online_row_counts(settings: Settings) -> dict[str, int]:
     """Entities held in the online store per feature view (SQLite store only)."""
-    store = feature_store(settings)
-    path = _sqlite_path_from_config(store)
-    if settings.online_store != "sqlite" or not Path(path).exists():
+    if not settings.sqlite_online_store:
         return {}
-    conn = sqlite3.connect(path)
+    store = feature_store(settings)
+    sqlite_store = LakehouseSqliteOnlineStore()
+    if not Path(sqlite_store.db_path(store.config)).exists():
+        return {}
     try:
-        counts = {}
-        for view in store.list_feature_views():
-            table = _table_name(store, view)
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-            ).fetchone()
-            counts[view.name] = (
-                int(conn.execute(f'SELECT count(DISTINCT entity_key) FROM "{table}"').fetchone()[0])
-                if exists
-                else 0
-            )
-        return counts
+        return {
+            view.name: sqlite_store.entity_count(store.config, view)
+            for view in store.list_feature_views()
+        }
     finally:
-        conn.close()
+        sqlite_store.close_connection()
+
+
+def _require_sqlite(settings: Settings) -> None:
+    if not settings.sqlite_online_store:
+        raise ValueError(
+            f"the fast paths need the sqlite online store, not {settings.online_store}"
+        )

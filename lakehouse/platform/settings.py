@@ -29,6 +29,8 @@ import yaml
 
 CONF_DIR = Path(__file__).parent / "conf"
 PROFILE_ENV = "LAKEHOUSE_PROFILE"
+#: Online stores: the platform's SQLite store class, Feast's own SQLite store, Redis.
+ONLINE_STORES: tuple[str, ...] = ("sqlite", "feast-sqlite", "redis")
 HOME_ENV = "LAKEHOUSE_HOME"
 
 
@@ -48,7 +50,9 @@ class Settings:
         mlflow_registry_uri: MLflow registry URI; ``None`` means the tracking URI.
         experiment: MLflow experiment name.
         model_name: registered model name.
-        online_store: Feast online store type, ``sqlite`` or ``redis``.
+        online_store: Feast online store: ``sqlite`` (Feast's SQLite format through the
+            platform's faster store class), ``feast-sqlite`` (Feast's own SQLite store, the
+            same file) or ``redis``.
         redis_url: ``host:port`` of Redis when ``online_store`` is ``redis``.
     """
 
@@ -107,6 +111,11 @@ class Settings:
         """The MLflow registry URI in effect."""
         return self.mlflow_registry_uri or self.tracking_uri
 
+    @property
+    def sqlite_online_store(self) -> bool:
+        """Whether the online store is a SQLite file under ``home`` (either store class)."""
+        return self.online_store in ("sqlite", "feast-sqlite")
+
     def with_home(self, home: Path | str) -> Settings:
         """A copy rooted at another folder (used by tests and benchmarks)."""
         return replace(self, home=Path(home).expanduser().resolve())
@@ -139,8 +148,10 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     feast = data.get("feast", {}) or {}
     home = Path(env.get(HOME_ENV) or data.get("home") or "~/.lakehouse").expanduser().resolve()
     online_store = env.get("LAKEHOUSE_ONLINE_STORE", feast.get("online_store", "sqlite"))
-    if online_store not in ("sqlite", "redis"):
-        raise ValueError(f"online_store must be 'sqlite' or 'redis', got {online_store!r}")
+    if online_store not in ONLINE_STORES:
+        raise ValueError(
+            f"online_store must be one of {', '.join(ONLINE_STORES)}, got {online_store!r}"
+        )
     return Settings(
         profile=Path(name).stem,
         home=home,

@@ -18,13 +18,46 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
-from feast.repo_config import get_offline_config_from_type
+from feast import Entity, FeatureView, Field, FileSource
+from feast.infra.compute_engines.local.compute import LocalComputeEngine
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+    SparkOfflineStore,
+    SparkRetrievalJob,
+    get_spark_session_or_start_new_with_repoconfig,
+)
+from feast.infra.online_stores.helpers import extract_text_and_num
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import (
+    RepoConfig,
+    get_batch_engine_config_from_type,
+    get_offline_config_from_type,
+    get_online_config_from_type,
+)
+from feast.type_map import python_values_to_proto_values
+from feast.types import Array, Bool, Float32, Float64, Int32, Int64, String
+from feast.value_type import ValueType
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.cli import main
+from lakehouse.features import online
 from lakehouse.features import store as features
-from lakehouse.features.offline import STORE_TYPE, LakehouseSparkOfflineStoreConfig
+from lakehouse.features.engine import (
+    ENGINE_TYPE,
+    LakehouseComputeEngine,
+    LakehouseComputeEngineConfig,
+)
+from lakehouse.features.offline import (
+    STORE_TYPE,
+    DataFrameRetrievalJob,
+    LakehouseSparkOfflineStoreConfig,
+)
+from lakehouse.features.online import LakehouseSqliteOnlineStore, LakehouseSqliteOnlineStoreConfig
 from lakehouse.medallion.contracts import (
     GOLD_CUSTOMER_PROFILE_SCHEMA,
     GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
@@ -242,7 +275,11 @@ def test_committed_yaml_has_the_platform_delta_configuration(settings: Settings)
     committed = __import__("yaml").safe_load(text)
     assert committed["project"] == "lakehouse" == config["project"]
     assert committed["provider"] == "local"
-    assert committed["online_store"]["type"] == "sqlite"
+    # The platform's online store and batch engine, also by type names Feast resolves.
+    assert committed["online_store"]["type"] == online.STORE_TYPE == config["online_store"]["type"]
+    assert get_online_config_from_type(online.STORE_TYPE) is LakehouseSqliteOnlineStoreConfig
+    assert committed["batch_engine"] == {"type": ENGINE_TYPE} == config["batch_engine"]
+    assert get_batch_engine_config_from_type(ENGINE_TYPE) is LakehouseComputeEngineConfig
     assert committed["registry"]["path"] == "${LAKEHOUSE_HOME}/feast/registry.db"
     assert committed["online_store"]["path"] == "${LAKEHOUSE_HOME}/feast/online_store.db"
     # The platform's offline store, under a type name Feast resolves (the `feast` CLI too).
@@ -264,13 +301,28 @@ def test_generated_config_follows_settings(settings: Settings) -> None:
     sqlite = features.feature_store_config(settings)
     assert sqlite["registry"]["path"] == str(settings.home / "feast" / "registry.db")
     assert sqlite["online_store"] == {
-        "type": "sqlite",
+        "type": online.STORE_TYPE,
         "path": str(settings.home / "feast" / "online_store.db"),
     }
+    assert sqlite["batch_engine"] == {"type": ENGINE_TYPE}
     redis = features.feature_store_config(
         replace(settings, online_store="redis", redis_url="redis.example:6380")
     )
     assert redis["online_store"] == {"type": "redis", "connection_string": "redis.example:6380"}
+    assert "batch_engine" not in redis  # Feast's local engine
+    # The switch back to Feast's own SQLite store: same file, Feast's store and engine.
+    stock = features.feature_store_config(replace(settings, online_store="feast-sqlite"))
+    assert stock["online_store"] == {"type": "sqlite", "path": sqlite["online_store"]["path"]}
+    assert "batch_engine" not in stock
+
+
+def test_feature_store_uses_the_platform_online_store(gold: Settings) -> None:
+    provider = features.feature_store(gold)._get_provider()
+    assert type(provider.online_store) is LakehouseSqliteOnlineStore
+    assert type(provider.batch_engine) is LakehouseComputeEngine
+    provider = features.feature_store(replace(gold, online_store="feast-sqlite"))._get_provider()
+    assert type(provider.online_store) is SqliteOnlineStore
+    assert type(provider.batch_engine) is LocalComputeEngine
 
 
 def test_definitions_follow_the_settings_table_root(settings: Settings) -> None:
@@ -379,10 +431,6 @@ def test_historical_features_of_no_rows_is_an_empty_typed_frame(
 
 
 def test_feast_reuses_the_platform_session(spark: SparkSession, gold: Settings) -> None:
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-        get_spark_session_or_start_new_with_repoconfig,
-    )
-
     store = features.feature_store(gold)
     features.use_session(spark)
     assert get_spark_session_or_start_new_with_repoconfig(store.config.offline_store) is spark
@@ -433,13 +481,6 @@ def test_historical_features_reject_missing_columns(spark: SparkSession, gold: S
 
 
 def test_one_pass_join_gives_feasts_answer(spark: SparkSession, gold: Settings) -> None:
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-        SparkOfflineStore,
-        SparkRetrievalJob,
-    )
-
-    from lakehouse.features.offline import DataFrameRetrievalJob
-
     ttl_edge = D(2026, 3, 11) + timedelta(days=180)  # C1's last transaction row exactly TTL old
     entity = spark.createDataFrame(
         [
@@ -597,7 +638,7 @@ def test_bulk_materialize_writes_exactly_what_feast_writes(
         )
     )
     overwrite(spark, catalog, GOLD_CUSTOMER_TRANSACTIONS, nulls)
-    monkeypatch.setattr(features, "_ROWS_PER_STATEMENT", 24)
+    monkeypatch.setattr(online, "_ROWS_PER_STATEMENT", 24)
     other = replace(gold.with_home(tmp_path / "other"), tables_uri=gold.tables_root)
     features.apply(other)
     features.materialize(gold, end=MAT_END, bulk=False)  # Feast's own writer
@@ -628,33 +669,154 @@ def test_bulk_materialize_writes_exactly_what_feast_writes(
 def test_bulk_values_serialize_as_feast_serializes(
     kind: str, arrow_type: str, values: list[Any]
 ) -> None:
-    import pyarrow as pa
-    from feast.infra.online_stores.helpers import extract_text_and_num
-    from feast.type_map import python_values_to_proto_values
-    from feast.value_type import ValueType
-
     value_type = ValueType[kind]
-    blobs, texts = features._encode_values(pa.array(values, arrow_type), value_type)
+    blobs, texts = online._encode_values(pa.array(values, arrow_type), value_type)
     protos = python_values_to_proto_values(values, value_type)  # Feast's own converter
     assert list(blobs) == [p.SerializeToString() for p in protos]
     assert list(texts) == [extract_text_and_num(p, False)[0] for p in protos]
 
 
 def test_bulk_entity_keys_are_feasts() -> None:
-    import pyarrow as pa
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-    from feast.value_type import ValueType
-
     ids = ["C1", "", "ü€", "C000001"]
-    keys = features._entity_keys([("customer_id", ValueType.STRING, pa.array(ids))], 3)
+    keys = online._entity_keys([("customer_id", ValueType.STRING, pa.array(ids))], 3)
     assert keys == [
         serialize_entity_key(
-            EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=i)]), 3
+            EntityKeyProto(join_keys=["customer_id"], entity_values=[ValueProto(string_val=i)]), 3
         )
         for i in ids
     ]
+
+
+# --- The online store class against Feast's SQLite store ------------------------------------
+def _contract_view(name: str, keys: list[Field]) -> FeatureView:
+    return FeatureView(
+        name=name,
+        entities=[
+            Entity(name=f"{name}_{k.name}", join_keys=[k.name], value_type=k.dtype.to_value_type())
+            for k in keys
+        ],
+        schema=[
+            *keys,
+            Field(name="i32", dtype=Int32),
+            Field(name="i64", dtype=Int64),
+            Field(name="f64", dtype=Float64),
+            Field(name="f32", dtype=Float32),
+            Field(name="text", dtype=String),
+            Field(name="flag", dtype=Bool),
+            Field(name="scores", dtype=Array(Float64)),
+        ],
+        source=FileSource(name=f"{name}_source", path="unused.parquet", timestamp_field="ts"),
+        ttl=timedelta(days=1),
+    )
+
+
+def _contract_rows(view: FeatureView) -> list[tuple]:
+    """Rows as Feast's engine hands them over: several types, nulls, times naive and aware,
+    no created time, and a key written twice in one batch (the later row wins)."""
+    keys = [f.name for f in view.entity_columns]
+
+    def key(i: int) -> EntityKeyProto:
+        values = [ValueProto(string_val=f"C{i}ü"), ValueProto(int64_val=i * 10)]
+        return EntityKeyProto(join_keys=keys, entity_values=values[: len(keys)])
+
+    def values(i: int) -> dict[str, ValueProto]:
+        return {
+            "i32": ValueProto(int32_val=-i),
+            "i64": ValueProto(int64_val=2**40 + i),
+            "f64": ValueProto(double_val=i / 3) if i % 3 else ValueProto(),
+            "f32": ValueProto(float_val=i + 0.25),
+            "text": ValueProto(string_val="RENT" if i % 2 else "é'\"x"),
+            "flag": ValueProto(bool_val=bool(i % 2)),
+            "scores": ValueProto(double_list_val={"val": [i, 0.5]}),
+        }
+
+    rows = [
+        (key(i), values(i), D(2026, 3, 1, i), D(2026, 3, 1, i, 5, tzinfo=UTC) if i % 2 else None)
+        for i in range(6)
+    ]
+    rows.append((key(2), values(7), D(2026, 3, 2, tzinfo=UTC), D(2026, 3, 2, 1)))
+    return rows
+
+
+def _contract_config(path: Path, store_type: str) -> RepoConfig:
+    return RepoConfig(
+        project="contract",
+        provider="local",
+        registry=str(path.parent / "registry.db"),
+        online_store={"type": store_type, "path": str(path)},
+        entity_key_serialization_version=3,
+        repo_path=path.parent,
+    )
+
+
+def _table_rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY 1")
+        ]
+        return [
+            (t, *row) for t in tables for row in conn.execute(f'SELECT * FROM "{t}" ORDER BY 1, 2')
+        ]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [Field(name="customer_id", dtype=String)],
+        [Field(name="k", dtype=String), Field(name="n", dtype=Int64)],
+    ],
+    ids=["one-string-key", "two-keys"],
+)
+def test_online_store_class_keeps_feasts_storage_format(tmp_path: Path, keys: list[Field]) -> None:
+    view = _contract_view("contract_fv", keys)
+    rows = _contract_rows(view)
+    ours, theirs = LakehouseSqliteOnlineStore(), SqliteOnlineStore()
+    ours_config = _contract_config(tmp_path / "ours" / "online.db", online.STORE_TYPE)
+    theirs_config = _contract_config(tmp_path / "theirs" / "online.db", "sqlite")
+    for store, config in ((ours, ours_config), (theirs, theirs_config)):
+        store.update(config, [], [view], [], [], partial=False)
+        store.online_write_batch(config, view, rows, None)
+    # Written: byte for byte the same rows (keys, ValueProtos, text, times).
+    written = _table_rows(tmp_path / "ours" / "online.db")
+    assert len(written) == 6 * 7
+    assert written == _table_rows(tmp_path / "theirs" / "online.db")
+    # Read, both directions: each class reads the other's file as the other reads it.
+    requested = [key for key, *_ in rows] + [
+        EntityKeyProto(
+            join_keys=[k.name for k in keys],
+            entity_values=[ValueProto(string_val="NO_SUCH"), ValueProto(int64_val=1)][: len(keys)],
+        )
+    ]
+    expected = theirs.online_read(theirs_config, view, requested)
+    assert expected[2][1] == rows[-1][1] and expected[-1] == (None, None)
+    assert ours.online_read(ours_config, view, requested) == expected
+    cross_ours = LakehouseSqliteOnlineStore().online_read(theirs_config, view, requested)
+    cross_theirs = SqliteOnlineStore().online_read(ours_config, view, requested)
+    assert cross_ours == expected == cross_theirs
+    assert ours.online_read(ours_config, view, []) == theirs.online_read(theirs_config, view, [])
+    # A batch whose entities carry different features takes the row-by-row path. An entity's
+    # rows then differ in time, and Feast reports the time of whichever row its query returns
+    # last, which depends on the file's layout: reads are compared on the same file.
+    partial = [
+        (rows[1][0], {"i32": ValueProto(int32_val=99)}, D(2026, 3, 3), None),
+        (
+            rows[3][0],
+            {"text": ValueProto(), "f64": ValueProto(double_val=0.5)},
+            D(2026, 3, 4),
+            None,
+        ),
+    ]
+    for store, config in ((ours, ours_config), (theirs, theirs_config)):
+        store.online_write_batch(config, view, partial, None)
+    assert _table_rows(tmp_path / "ours" / "online.db") == _table_rows(
+        tmp_path / "theirs" / "online.db"
+    )
+    for config in (ours_config, theirs_config):
+        read = SqliteOnlineStore().online_read(config, view, requested)
+        assert LakehouseSqliteOnlineStore().online_read(config, view, requested) == read
+        assert read[1][1] is not None and read[1][1]["i32"] == ValueProto(int32_val=99)
+    assert ours.entity_count(ours_config, view) == 6
 
 
 def test_fast_online_read_returns_what_feast_returns(spark: SparkSession, gold: Settings) -> None:
@@ -686,8 +848,6 @@ def test_lakehouse_features_list_and_online(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from lakehouse.cli import main
-
     features.materialize(gold, end=MAT_END)
     monkeypatch.setenv("LAKEHOUSE_HOME", str(gold.home))
     monkeypatch.delenv("LAKEHOUSE_TABLES_URI", raising=False)
@@ -703,8 +863,6 @@ def test_lakehouse_features_list_and_online(
 
 
 def test_lakehouse_features_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    from lakehouse.cli import main
-
     with pytest.raises(SystemExit):
         main(["features", "materialize", "--end", "not-a-time"])
     assert "not an ISO-8601 time" in capsys.readouterr().err
@@ -741,8 +899,8 @@ def test_feast_cli_apply_and_materialize_incremental(
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
-    # Each `feast` command spends ~10 s of CPU importing before it reads the repository: the
-    # views `apply` registered are listed from the registry in this process instead.
+    # Each `feast` command is slow to start (its imports): the views `apply` registered are
+    # listed from the registry in this process rather than by `feast feature-views list`.
     feast("apply")
     registered = {v.name for v in features.feature_store(settings).list_feature_views()}
     assert registered == {"customer_profile_fv", "customer_transactions_fv"}

@@ -42,6 +42,13 @@ def test_unknown_profile_names_the_choices() -> None:
         load_settings("nope", env={})
 
 
+def test_feast_sqlite_selects_feasts_own_store_on_the_same_file() -> None:
+    s = load_settings("local", env={"LAKEHOUSE_ONLINE_STORE": "feast-sqlite"})
+    assert s.online_store == "feast-sqlite"
+    assert s.sqlite_online_store
+    assert not load_settings("local", env={"LAKEHOUSE_ONLINE_STORE": "redis"}).sqlite_online_store
+
+
 def test_bad_online_store_is_rejected() -> None:
     with pytest.raises(ValueError, match="online_store must be"):
         load_settings("local", env={"LAKEHOUSE_ONLINE_STORE": "memcached"})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
+from types import ModuleType
+from typing import Any
 
 from lakehouse.cli.console import render_rows
 from lakehouse.platform.settings import load_settings
@@ -15,6 +17,23 @@ def _iso(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from exc
+
+
+def _store() -> ModuleType:
+    """:mod:`lakehouse.features.store`, imported on first use."""
+    # Not at module level: it imports Feast and Spark, which the CLI parser must be built without.
+    from lakehouse.features import store
+
+    return store
+
+
+def _spark(settings: Any) -> Any:
+    """The platform's SparkSession for these commands (Feast reuses it)."""
+    from lakehouse.platform.spark import get_spark  # imports pyspark: on use, as above
+
+    spark = get_spark(settings, app_name="lakehouse-features", register_tables=False)
+    _store().use_session(spark)
+    return spark
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,14 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_apply(args: argparse.Namespace) -> int:
     """Apply the repository with the platform's Spark session (sources are validated)."""
-    from lakehouse.features import store as features
-    from lakehouse.platform.spark import get_spark
-
     settings = load_settings()
-    spark = get_spark(settings, app_name="lakehouse-features", register_tables=False)
+    spark = _spark(settings)
     try:
-        features.use_session(spark)
-        names = features.apply(settings)
+        names = _store().apply(settings)
     finally:
         spark.stop()
     print(f"applied feature views: {', '.join(names)} (registry under {settings.feast_dir})")
@@ -61,14 +76,10 @@ def run_apply(args: argparse.Namespace) -> int:
 
 def run_materialize(args: argparse.Namespace) -> int:
     """Materialize incrementally up to ``--end``."""
-    from lakehouse.features import store as features
-    from lakehouse.platform.spark import get_spark
-
     settings = load_settings()
-    spark = get_spark(settings, app_name="lakehouse-features", register_tables=False)
+    spark = _spark(settings)
     try:
-        features.use_session(spark)
-        end = features.materialize(settings, end=args.end)
+        end = _store().materialize(settings, end=args.end)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -80,9 +91,7 @@ def run_materialize(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print every feature view with its features and types."""
-    from lakehouse.features import store as features
-
-    views = features.list_views(load_settings())
+    views = _store().list_views(load_settings())
     if not views:
         print("no feature views registered; run `lakehouse features apply` first")
         return 0
@@ -93,8 +102,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_online(args: argparse.Namespace) -> int:
     """Print the online values of the service for the given customers."""
-    from lakehouse.features import store as features
-
-    frame = features.online_features(load_settings(), args.customer_ids)
+    frame = _store().online_features(load_settings(), args.customer_ids)
     print(render_rows(list(frame.columns), frame.astype(object).itertuples(index=False)))
     return 0
