@@ -46,9 +46,9 @@ pytest: setup
 
 test: lint typecheck pytest
 
-# The tests that need no JVM (pure logic: settings, URIs, gate decisions, contracts, datagen).
+# The pure logic (settings, URIs, gate decisions, contracts, datagen): no JVM, no MLflow store.
 test-unit: $(STAMP)
-	LAKEHOUSE_TEST_TIER=unit $(BIN)/pytest -m "not jvm" -n 2
+	LAKEHOUSE_TEST_TIER=unit $(BIN)/pytest -m "not jvm and not mlflow" -n 2
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

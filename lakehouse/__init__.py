@@ -2,7 +2,10 @@
 
 ``lakehouse.connect()`` points MLflow at the platform's tracking store and registry, so code
 written for Databricks (``mlflow.set_experiment``, ``mlflow.start_run``,
-``mlflow.pyfunc.load_model("models:/credit_risk_model/Production")``) runs unchanged.
+``mlflow.pyfunc.load_model("models:/credit_risk_model/Production")``) runs unchanged. As on
+Databricks, ``mlflow.sklearn.log_model`` then saves scikit-learn models with cloudpickle unless a
+call names another format (:mod:`lakehouse.models.serialization`); ``eval "$(lakehouse env)"``
+does the same for a shell's scripts, which need not import ``lakehouse``.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ def with_codegen(env: dict[str, str]) -> dict[str, str]:
 #: on two workers, each taking the next module when it is free (``--dist loadfile
 #: --no-loadscope-reorder``), so the long ones start first and the short ones fill the end.
 SLOW_MODULES_FIRST = (
+    "test_workflows_ci.py",
     "test_scoring.py",
     "test_pipeline.py",
     "test_lifecycle.py",
@@ -57,6 +58,7 @@ SLOW_MODULES_FIRST = (
     "test_registry.py",
     "test_gold.py",
     "test_cluster.py",
+    "test_mlproject.py",
 )
 
 

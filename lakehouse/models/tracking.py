@@ -9,6 +9,10 @@ One call to :func:`connect` makes Databricks-style code run unchanged on this ma
         mlflow.sklearn.log_model(model, name="model")
     mlflow.pyfunc.load_model("models:/credit_risk_model/Production")
 
+As on Databricks, ``mlflow.sklearn.log_model`` then saves a scikit-learn model with cloudpickle
+unless the call names another format (:mod:`lakehouse.models.serialization`); ``lakehouse env``
+(:func:`env_vars`) does the same for a shell, ``mlflow`` scripts included.
+
 By default the tracking store and the registry are one SQLite file under ``settings.home``
 and artifacts live beside it; ``MLFLOW_TRACKING_URI`` (for example an ``mlflow server``)
 overrides both through :class:`~lakehouse.platform.settings.Settings`.
@@ -28,6 +32,7 @@ import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from lakehouse.models import serialization
 from lakehouse.platform.settings import CONF_DIR, HOME_ENV, PROFILE_ENV, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -36,8 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: MLflow refuses to deserialize any scikit-learn model (skops included) unless this is "true".
-#: The platform loads only the models it trained and registered itself.
+#: The platform loads only models logged to its own store (as Databricks does, where MLflow
+#: loads them regardless of this variable).
 ALLOW_DESERIALIZATION_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+#: ``lakehouse env`` puts :data:`~lakehouse.models.serialization.STARTUP_DIR` first on it.
+PYTHONPATH_ENV = "PYTHONPATH"
 
 #: One client per (tracking URI, registry URI, experiment).
 _clients: dict[tuple[str, str, str], MlflowClient] = {}
@@ -97,6 +105,7 @@ def _connect(client: MlflowClient, settings: Settings) -> None:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)
     os.environ.setdefault(ALLOW_DESERIALIZATION_ENV, "true")
+    serialization.install()
     _ensure_experiment(client, settings)
     mlflow.set_experiment(settings.experiment)
 
@@ -115,7 +124,9 @@ def connect(settings: Settings | None = None) -> str:
     """Set MLflow's tracking and registry URIs and the experiment; return the tracking URI.
 
     Creates the experiment (with its artifacts under ``settings.home`` for a local store)
-    when it does not exist yet, so a later ``mlflow.set_experiment(name)`` finds it.
+    when it does not exist yet, so a later ``mlflow.set_experiment(name)`` finds it. Allows
+    MLflow to load the store's models and gives ``mlflow.sklearn`` Databricks' default format
+    (:func:`lakehouse.models.serialization.install`).
     """
     settings = settings or load_settings()
     client, _ = _cached_client(settings)
@@ -142,7 +153,13 @@ def experiment_id(settings: Settings) -> str:
 
 
 def env_vars(settings: Settings) -> dict[str, str]:
-    """Environment variables that point a shell (``mlflow`` CLI, scripts) at this platform."""
+    """Environment variables that point a shell (``mlflow`` CLI, scripts) at this platform.
+
+    What :func:`connect` does in a process, these do for every Python process of the shell:
+    MLflow's URIs and experiment, loading allowed, and (through ``PYTHONPATH``, which keeps
+    the shell's own entries after the platform's) Databricks' default format for scikit-learn
+    models (:mod:`lakehouse.models.serialization`).
+    """
     env = {HOME_ENV: str(settings.home)}
     if (CONF_DIR / f"{settings.profile}.yaml").is_file():
         env[PROFILE_ENV] = settings.profile
@@ -152,4 +169,5 @@ def env_vars(settings: Settings) -> dict[str, str]:
         "MLFLOW_REGISTRY_URI": settings.registry_uri,
         "MLFLOW_EXPERIMENT_NAME": settings.experiment,
         ALLOW_DESERIALIZATION_ENV: "true",
+        PYTHONPATH_ENV: serialization.python_path(os.environ.get(PYTHONPATH_ENV)),
     }

@@ -6,7 +6,11 @@ the Delta versions of the tables it was read from. :func:`train` fits a seeded s
 pipeline on the older applications, evaluates it on the newest ones (a time-based holdout),
 logs everything to one MLflow run, registers a new model version and runs the gate
 (:mod:`lakehouse.models.gate`). :func:`reproduce` rebuilds the training set from the exact Delta
-versions a run recorded and retrains with the same parameters.
+versions a run recorded and retrains with the same parameters. :func:`sweep` trains a small grid
+of configurations as child runs of one parent run on the same holdout and registers (and
+gates) only the best. Every run records its cost: the wall time of the fit and of the whole
+run and the peak resident memory of the process
+(:data:`~lakehouse.models.experiments.COST_METRICS`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import inspect
 import json
 import logging
 import math
+import threading
+import time
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -27,6 +33,7 @@ import mlflow
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
+import psutil
 import skops.io
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
@@ -50,6 +57,13 @@ from lakehouse.models.evaluation import (
     predict_default_probability,
     require_both_classes,
 )
+from lakehouse.models.experiments import (
+    REPRODUCES_TAG,
+    SWEEP_BEST_TAG,
+    SWEEP_TAG,
+    best_index,
+    comparison_figure,
+)
 from lakehouse.models.gate import GateDecision, run_gate
 from lakehouse.models.tracking import experiment_id, mlflow_client
 from lakehouse.platform.settings import Settings, load_settings
@@ -69,6 +83,8 @@ KEY_COLUMNS: tuple[str, ...] = ("application_id", "customer_id")
 MODEL_ARTIFACT = "model"
 #: Run tag prefix naming each Delta table read, with its version as the value.
 INPUT_TAG_PREFIX = "lakehouse.input."
+#: Where a sweep's parent run keeps the plot comparing its children.
+SWEEP_PLOT = "sweep/comparison.png"
 
 
 class TrainingSetLike(Protocol):
@@ -103,6 +119,23 @@ class TrainResult:
     holdout_rows: int
     decision: GateDecision | None = None
     table_versions: dict[str, int] = field(default_factory=dict)
+    #: ``training_seconds``, ``fit_seconds`` and ``peak_memory_mb`` (also MLflow metrics).
+    cost: dict[str, float] = field(default_factory=dict)
+    #: The sweep's parent run, for a child run of :func:`sweep`.
+    parent_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one :func:`sweep` produced: a parent run, its children and the best of them."""
+
+    parent_run_id: str
+    children: list[TrainResult]
+    #: The best child by the gate metric, with its registered version and gate decision.
+    best: TrainResult
+    metric: str
+    #: The URI of the comparison plot among the parent run's artifacts.
+    plot_uri: str
 
 
 # --- Data preparation ------------------------------------------------------------------------
@@ -243,6 +276,47 @@ def _skops_trusted_types(model: Pipeline) -> list[str]:
     return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
+# --- Cost ------------------------------------------------------------------------------------
+class PeakMemory:
+    """The peak resident memory (RSS) of this process while the block runs.
+
+    A daemon thread samples the RSS every ``interval`` seconds (psutil); the peak also counts
+    the RSS on entry and whenever :attr:`peak_mb` is read.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self._process = psutil.Process()
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+    @property
+    def peak_mb(self) -> float:
+        """The peak RSS so far, in MiB."""
+        self._sample()
+        return self._peak / 2**20
+
+
 # --- Training --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Split:
@@ -309,17 +383,22 @@ def train(
         run_name: MLflow run name.
         extra_tags: more run tags.
     """
+    started = time.perf_counter()
     config = config or TrainConfig()
     settings = settings or load_settings()
-    split = prepare_split(training_set, config)
-    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id(settings)) as run:
-        run_id = run.info.run_id
-        _log_inputs(training_set, config, split, extra_tags)
-        model = build_pipeline(config, split.numeric, split.categorical).fit(
-            split.X_train, split.y_train
-        )
-        metrics = _log_evaluation(model, split, config.seed)
-        info = _log_model(model, split.X_train, settings.model_name if register else None)
+    with PeakMemory() as memory:
+        split = prepare_split(training_set, config)
+        with mlflow.start_run(run_name=run_name, experiment_id=experiment_id(settings)) as run:
+            run_id = run.info.run_id
+            metrics, cost, info = _fit_and_log(
+                training_set,
+                config,
+                split,
+                extra_tags,
+                settings.model_name if register else None,
+                started,
+                memory,
+            )
     registered = info.registered_model_version if register else None
     version = int(registered) if registered is not None else None
     log.info(
@@ -341,7 +420,39 @@ def train(
         holdout_rows=len(split.holdout_frame),
         decision=decision,
         table_versions=split.table_versions,
+        cost=cost,
     )
+
+
+def _fit_and_log(
+    training_set: TrainingSetLike,
+    config: TrainConfig,
+    split: Split,
+    extra_tags: Mapping[str, str] | None,
+    registered_name: str | None,
+    started: float,
+    memory: PeakMemory,
+) -> tuple[dict[str, float], dict[str, float], ModelInfo]:
+    """In the active run: log the inputs, fit, evaluate, log the model and the run's cost.
+
+    Returns the holdout metrics, the cost metrics and the logged model. ``started`` is the
+    :func:`time.perf_counter` at which the run's work began.
+    """
+    _log_inputs(training_set, config, split, extra_tags)
+    fit_started = time.perf_counter()
+    model = build_pipeline(config, split.numeric, split.categorical).fit(
+        split.X_train, split.y_train
+    )
+    fit_seconds = time.perf_counter() - fit_started
+    metrics = _log_evaluation(model, split, config.seed)
+    info = _log_model(model, split.X_train, registered_name)
+    cost = {
+        "training_seconds": time.perf_counter() - started,
+        "fit_seconds": fit_seconds,
+        "peak_memory_mb": memory.peak_mb,
+    }
+    mlflow.log_metrics(cost)
+    return metrics, cost, info
 
 
 def _log_inputs(
@@ -443,6 +554,112 @@ def _gate(
     return decision
 
 
+# --- Sweep -----------------------------------------------------------------------------------
+def sweep(
+    training_set: TrainingSetLike,
+    configs: Sequence[TrainConfig],
+    settings: Settings | None = None,
+    *,
+    gate: GateConfig | None = None,
+    register: bool = True,
+    spark: SparkSession | None = None,
+    catalog: TableCatalog | None = None,
+    run_name: str = "sweep",
+) -> SweepResult:
+    """Train every configuration as a child run of one parent run; register the best.
+
+    Every child fits on the same older rows and logs its metrics on the same holdout (so the
+    configurations must share ``holdout_fraction``), registers nothing and is named
+    ``<n>-<model_type>``. The best child by the gate metric (lower is better for
+    :data:`~lakehouse.models.config.LOWER_IS_BETTER`; the first of equals) is registered as a
+    new version of ``settings.model_name`` and goes to the gate, as :func:`train` would. The
+    parent run (tag ``lakehouse.sweep``) logs a bar chart of the gate metric and the training
+    time of each child (:data:`SWEEP_PLOT`), the best child's id and metric and, once gated,
+    the verdict.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("a sweep needs at least one configuration")
+    fractions = sorted({c.holdout_fraction for c in configs})
+    if len(fractions) > 1:
+        raise ValueError(
+            f"the configurations of a sweep share one holdout, got holdout fractions {fractions}"
+        )
+    gate = gate or GateConfig()
+    settings = settings or load_settings()
+    split = prepare_split(training_set, configs[0])
+    experiment = experiment_id(settings)
+    children: list[TrainResult] = []
+    with mlflow.start_run(run_name=run_name, experiment_id=experiment) as parent:
+        parent_id = parent.info.run_id
+        mlflow.set_tags(
+            {SWEEP_TAG: "true", "lakehouse.feature_service": training_set.feature_service}
+        )
+        mlflow.log_params(
+            {
+                "sweep_size": len(configs),
+                "gate_metric": gate.metric,
+                "feature_service": training_set.feature_service,
+                "table_versions": json.dumps(split.table_versions, sort_keys=True),
+                "holdout_fraction": configs[0].holdout_fraction,
+                "data_digest": frame_digest(training_set.frame),
+            }
+        )
+        mlflow.log_dict({"configs": [c.to_params() for c in configs]}, "sweep/grid.json")
+        for n, config in enumerate(configs, 1):
+            started = time.perf_counter()
+            with (
+                PeakMemory() as memory,
+                mlflow.start_run(
+                    run_name=f"{n}-{config.model_type}", experiment_id=experiment, nested=True
+                ) as child,
+            ):
+                metrics, cost, info = _fit_and_log(
+                    training_set, config, split, None, None, started, memory
+                )
+            children.append(
+                TrainResult(
+                    run_id=child.info.run_id,
+                    model_uri=info.model_uri,
+                    version=None,
+                    metrics=metrics,
+                    train_rows=len(split.train_frame),
+                    holdout_rows=len(split.holdout_frame),
+                    table_versions=split.table_versions,
+                    cost=cost,
+                    parent_run_id=parent_id,
+                )
+            )
+        values = [c.metrics[gate.metric] for c in children]
+        best = children[best_index(values, gate.metric)]
+        figure = comparison_figure(
+            [f"{n}-{c.run_id[:8]}" for n, c in enumerate(children, 1)],
+            gate.metric,
+            values,
+            [c.cost["training_seconds"] for c in children],
+        )
+        mlflow.log_figure(figure, SWEEP_PLOT)
+        plt.close(figure)
+        mlflow.set_tag(SWEEP_BEST_TAG, best.run_id)
+        mlflow.log_metric(f"best_{gate.metric}", best.metrics[gate.metric])
+        plot_uri = mlflow.get_artifact_uri(SWEEP_PLOT)
+    log.info(
+        "sweep %s: %d runs, best %s with %s=%.4f",
+        parent_id,
+        len(children),
+        best.run_id,
+        gate.metric,
+        best.metrics[gate.metric],
+    )
+    if register:
+        registered = mlflow.register_model(best.model_uri, settings.model_name)
+        version = int(registered.version)
+        decision = _gate(settings, best.run_id, version, split, gate, spark, catalog)
+        mlflow_client(settings).set_tag(parent_id, "lakehouse.gate_verdict", decision.verdict)
+        best = replace(best, version=version, decision=decision)
+    return SweepResult(parent_id, children, best, gate.metric, plot_uri)
+
+
 # --- Reproduction ----------------------------------------------------------------------------
 def run_inputs(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """What a run read: its params, feature service and Delta table versions."""
@@ -503,5 +720,5 @@ def reproduce(
         settings,
         register=False,
         run_name=f"reproduce-{run_id[:8]}",
-        extra_tags={"lakehouse.reproduces": run_id},
+        extra_tags={REPRODUCES_TAG: run_id},
     )

@@ -98,6 +98,7 @@ def test_gate_config_rejects_bad_values(kwargs: dict[str, object], message: str)
 
 
 # --- The gate in the registry ----------------------------------------------------------------
+@pytest.mark.mlflow
 def test_gate_rejects_a_model_trained_on_shuffled_labels_and_keeps_the_champion(
     settings: Settings,
 ) -> None:
@@ -118,6 +119,7 @@ def test_gate_rejects_a_model_trained_on_shuffled_labels_and_keeps_the_champion(
     assert tags["lakehouse.gate.champion_version"] == "1"
 
 
+@pytest.mark.mlflow
 def test_gate_promotes_a_better_model_compared_on_the_same_holdout(settings: Settings) -> None:
     first = train(synthetic_set(), STUMP, settings, gate=LOW_FLOOR)
     second = train(synthetic_set(), GOOD, settings, gate=LOW_FLOOR)
@@ -133,6 +135,7 @@ def test_gate_promotes_a_better_model_compared_on_the_same_holdout(settings: Set
     assert stages(settings) == {2: ("Production", ("champion",)), 1: ("Archived", ())}
 
 
+@pytest.mark.mlflow
 def test_champion_alias_and_production_stage_load_the_same_model(settings: Settings) -> None:
     train(synthetic_set(), STUMP, settings, gate=LOW_FLOOR)
     result = train(synthetic_set(), GOOD, settings, gate=LOW_FLOOR)
@@ -148,6 +151,7 @@ def test_champion_alias_and_production_stage_load_the_same_model(settings: Setti
     assert np.asarray(by_alias.predict(X)).shape == (30, 2)
 
 
+@pytest.mark.mlflow
 def test_no_promote_leaves_a_challenger_until_promoted(settings: Settings) -> None:
     train(synthetic_set(), STUMP, settings, gate=LOW_FLOOR)
     held = GateConfig(min_value=0.55, auto_promote=False)
@@ -162,6 +166,7 @@ def test_no_promote_leaves_a_challenger_until_promoted(settings: Settings) -> No
     assert stages(settings) == {2: ("Production", ("champion",)), 1: ("Archived", ())}
 
 
+@pytest.mark.mlflow
 def test_rollback_restores_the_previous_champion(settings: Settings) -> None:
     train(synthetic_set(), STUMP, settings, gate=LOW_FLOOR)
     train(synthetic_set(), GOOD, settings, gate=LOW_FLOOR)
@@ -176,12 +181,14 @@ def test_rollback_restores_the_previous_champion(settings: Settings) -> None:
         rollback(settings)
 
 
+@pytest.mark.mlflow
 def test_rollback_without_a_champion_is_an_error(settings: Settings) -> None:
     train(shuffled_set(), GOOD, settings)
     with pytest.raises(ValueError, match="has no champion to roll back"):
         rollback(settings)
 
 
+@pytest.mark.mlflow
 def test_promote_refuses_rejected_and_unknown_versions(settings: Settings) -> None:
     train(synthetic_set(), GOOD, settings)
     train(shuffled_set(), GOOD, settings)
@@ -195,6 +202,7 @@ def test_promote_refuses_rejected_and_unknown_versions(settings: Settings) -> No
     assert rollback(settings) == 1
 
 
+@pytest.mark.mlflow
 def test_training_and_its_gate_point_mlflow_at_the_stores_once(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,6 +276,7 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return settings
 
 
+@pytest.mark.mlflow
 def test_model_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     settings = cli_env
     train(synthetic_set(), STUMP, settings, gate=LOW_FLOOR)
@@ -299,6 +308,7 @@ def test_model_commands(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -
     assert all("promoted" in line for line in lines[2:])
 
 
+@pytest.mark.mlflow
 def test_history_lists_versions_newest_first(settings: Settings) -> None:
     assert history(settings) == []
     good = train(synthetic_set(), GOOD, settings)

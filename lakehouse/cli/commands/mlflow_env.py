@@ -23,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     env = sub.add_parser(
         "env",
         help="print export lines that point a shell at this platform",
-        description='Use as: eval "$(lakehouse env)".',
+        description=(
+            'Use as: eval "$(lakehouse env)". Points MLflow at the platform\'s tracking store,'
+            " registry and experiment, allows loading the store's models, and puts the"
+            " platform's start-up folder first on PYTHONPATH so that mlflow.sklearn saves"
+            " models with cloudpickle, as on Databricks."
+        ),
     )
     env.set_defaults(handler=run_env)
 
@@ -61,7 +66,7 @@ def run_ui(args: argparse.Namespace) -> int:
 
 
 def run_env(args: argparse.Namespace) -> int:
-    """Print ``export K=V`` lines."""
+    """Print ``export K=V`` lines (:func:`lakehouse.models.tracking.env_vars`)."""
     for key, value in env_vars(load_settings()).items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

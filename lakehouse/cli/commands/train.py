@@ -1,4 +1,4 @@
-"""``lakehouse train``: build the training set, train, register and gate a model."""
+"""``lakehouse train``: build the training set, train (or sweep), register and gate a model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import argparse
 import sys
 
 from lakehouse.platform.session import job_session
-from lakehouse.workflows.training import add_train_arguments, run_training, summary_lines
+from lakehouse.workflows.training import (
+    TrainOutcome,
+    add_train_arguments,
+    check_train_arguments,
+    gate_from_args,
+    is_sweep,
+    sweep_configs,
+    train_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,19 +24,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train, track, register and gate the credit-risk model",
         description="Build the training set from the feature store, train on the older "
         "applications, evaluate on the newest, log the run to MLflow, register a version and "
-        "promote it when it passes the gate.",
+        "promote it when it passes the gate. --sweep trains a grid of configurations as child "
+        "runs of one run and registers only the best.",
     )
     add_train_arguments(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, train_parser=parser)
+
+
+def print_outcome(outcome: TrainOutcome) -> int:
+    """Print the summary to stdout and the error (or the gate's rejection) to stderr."""
+    if outcome.lines:
+        print("\n".join(outcome.lines), flush=True)
+    if outcome.error:
+        print(outcome.error, file=sys.stderr)
+    return outcome.status
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run training in a Spark session of its own and print its summary."""
+    """Train in a Spark session of its own, print its summary; 3 when the gate rejects."""
+    check_train_arguments(args.train_parser, args)
+    try:
+        # The gate file and the sweep grid are read before Spark starts: a bad one fails fast.
+        gate = gate_from_args(args)
+        configs = sweep_configs(args) if is_sweep(args) else None
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     with job_session("lakehouse-train") as job:
-        try:
-            result = run_training(job.spark, job.settings, job.catalog, args)
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print("\n".join(summary_lines(result, job.settings, reproduced=args.reproduce)))
-    return 0
+        outcome = train_from_args(job.spark, job.settings, job.catalog, args, gate, configs)
+    return print_outcome(outcome)
