@@ -59,15 +59,19 @@ The gate reads {GATE_FILE} (metric, min_value, tolerance, auto_promote) from the
 directory unless --gate-file names another; --gate-* flags override it."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """A flag value that must be an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _depth(text: str) -> int | None:
-    return None if text.lower() == "none" else _positive_int(text)
+    return None if text.lower() == "none" else positive_int(text)
 
 
 def _open_fraction(text: str) -> float:
@@ -102,7 +106,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--n-estimators",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.n_estimators,
         help=f"trees, or boosting iterations (default {defaults.n_estimators})",
     )
@@ -120,7 +124,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-samples-leaf",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.min_samples_leaf,
         help=f"minimum rows per leaf (default {defaults.min_samples_leaf})",
     )

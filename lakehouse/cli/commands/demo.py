@@ -23,6 +23,7 @@ from lakehouse.platform.catalog import GOLD_PREDICTIONS, TableCatalog
 from lakehouse.platform.session import JobContext, job_session
 from lakehouse.platform.settings import Settings, load_settings
 from lakehouse.platform.tables import describe
+from lakehouse.workflows.training import positive_int
 
 STEPS = 6
 KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier")
@@ -37,17 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the feature store, train and gate a model, and score in batch and streaming, on one "
         "Spark session. Running it again changes nothing.",
     )
-    demo.add_argument("--customers", type=_positive, default=2000, help="default 2000")
-    demo.add_argument("--days", type=_positive, default=120, help="days of data (default 120)")
+    demo.add_argument("--customers", type=positive_int, default=2000, help="default 2000")
+    demo.add_argument("--days", type=positive_int, default=120, help="days of data (default 120)")
     demo.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
     demo.set_defaults(handler=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _step(n: int, name: str, fn: Callable[[], str]) -> None:

@@ -7,19 +7,10 @@ import sys
 
 from lakehouse.models.config import GATE_METRICS, GateConfig
 from lakehouse.platform.settings import load_settings
+from lakehouse.workflows.training import positive_int
 
 #: How many runs ``compare`` shows when given neither run ids nor ``--last``/``--sweep``.
 DEFAULT_LAST = 5
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     which = compare.add_mutually_exclusive_group()
     which.add_argument("run_ids", nargs="*", metavar="RUN_ID", default=[], help="MLflow run ids")
-    which.add_argument("--last", type=_positive_int, metavar="N", help="the N newest training runs")
+    which.add_argument("--last", type=positive_int, metavar="N", help="the N newest training runs")
     which.add_argument(
         "--sweep", metavar="RUN_ID", help="the child runs of the sweep (parent run) RUN_ID"
     )
