@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lakehouse.platform.errors import guarded
 from lakehouse.platform.session import configure_logging
 from lakehouse.workflows.scoring import (
     ScoringError,
@@ -33,7 +34,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Score and print how many predictions were written."""
     args = parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, "batch_score")
+    return guarded("batch_score", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         report = run_batch(args)
     except ScoringError as exc:

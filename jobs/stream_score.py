@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lakehouse.platform.errors import guarded
 from lakehouse.platform.session import configure_logging
 from lakehouse.workflows.scoring import ScoringError, add_stream_arguments, run_stream
 
@@ -30,7 +31,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the scoring stream until it stops."""
     args = parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, "stream_score", progress=True)
+    return guarded("stream_score", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         run_stream(args)
     except ScoringError as exc:

@@ -16,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lakehouse.platform.errors import guarded
 from lakehouse.platform.session import configure_logging, job_session
 from lakehouse.workflows.training import (
     add_train_arguments,
@@ -40,7 +41,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train once (or sweep); exit 3 when the gate rejects the candidate, 1 on an error."""
     args = parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, "train")
+    return guarded("train", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         gate = gate_from_args(args)
         configs = sweep_configs(args) if is_sweep(args) else None

@@ -3,6 +3,10 @@
 Each sub-command lives in a module of :mod:`lakehouse.cli.commands` that defines
 ``register(subparsers)``; the module is found by name, so adding a command is adding a file.
 A command's handler takes the parsed arguments and returns an exit code.
+
+An error that reaches :func:`main` is printed as one line (what failed, the table or file, the
+Spark error class and SQLSTATE) naming the log file that holds its traceback; the exit status is
+the error's own (75: another run holds the lock, 78: the state folder was moved) or 1.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from lakehouse import __version__
+from lakehouse.platform.errors import report
 from lakehouse.platform.jars import SetupError
 from lakehouse.platform.session import configure_logging
 
@@ -25,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="A local Databricks-style ML lakehouse: Spark, Delta Lake, Feast, MLflow.",
     )
     parser.add_argument("--version", action="version", version=f"lakehouse {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at DEBUG level, with tracebacks and Spark's warnings on the terminal "
+        "(they always go to the log file under $LAKEHOUSE_HOME/logs/)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import lakehouse.cli.commands as commands
 
@@ -41,11 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lakehouse`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
+    name = command_name(args)
+    configure_logging(args.verbose, name, progress=bool(getattr(args, "progress", False)))
     try:
         return int(handler(args) or 0)
     except SetupError as exc:
@@ -54,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        return report(exc, f"lakehouse {name.replace('-', ' ')}")
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """``pipeline-run`` for ``lakehouse pipeline run``: the command and its action, if any."""
+    words = [getattr(args, "command", None), getattr(args, "action", None)]
+    return "-".join(str(w) for w in words if w) or "lakehouse"
 
 
 if __name__ == "__main__":

@@ -35,7 +35,11 @@ from lakehouse.platform.tables import append_batch, create_if_missing
 log = logging.getLogger(__name__)
 
 _CORRUPT = "_corrupt_record"
-_LINE_BREAK = r"\r?\n"
+#: A line ends with CRLF, LF or a lone CR (so no line keeps a carriage return).
+_LINE_BREAK = r"\r\n|\r|\n"
+#: A UTF-8 byte-order mark at the start of a line (of a file, or of files joined together): an
+#: encoding marker, not data, so it is removed before the lines are parsed.
+_BOM = "(?m)^\ufeff"
 _MAX_ARRAY = 2**31 - 2  # the largest length slice() takes: to the end of any array
 
 
@@ -69,9 +73,15 @@ def check_entity(entity: str) -> None:
 # --- Parsing (pure transforms) -------------------------------------------------------------------
 
 
+def _text(value: Column) -> Column:
+    """A whole file's text without byte-order marks."""
+    return F.regexp_replace(value, _BOM, "")
+
+
 def _lines(value: Column) -> Column:
-    """The non-blank lines of a whole file, without their line breaks, in file order."""
-    return F.filter(F.split(value, _LINE_BREAK), _not_blank)
+    """The non-blank lines of a whole file, without their line breaks and byte-order marks, in
+    file order."""
+    return F.filter(F.split(_text(value), _LINE_BREAK), _not_blank)
 
 
 def _not_blank(line: Column) -> Column:
@@ -109,10 +119,10 @@ def _first_line(value: Column) -> Column:
     """The first line of a file that is not blank (as :func:`_lines` splits and filters it).
 
     Read with one regular expression from the head of the file, without splitting the rest:
-    lines of spaces only are skipped, then the line runs to the next line break (``\\r?\\n``,
-    the ``\\r`` not kept) or the end. A file of blank lines gives a blank string.
+    a byte-order mark and lines of spaces only are skipped, then the line runs to the next line
+    break (CRLF, LF or CR) or the end. A file of blank lines gives a blank string.
     """
-    return F.regexp_extract(value, r"^(?:[ ]*\r?\n)*([^\n]*?)(?:\r?\n|\z)", 1)
+    return F.regexp_extract(value, r"^\ufeff?(?:[ ]*(?:\r\n|\r|\n)\ufeff?)*([^\r\n]*)", 1)
 
 
 def _all_null(columns: Sequence[Column]) -> Column:
@@ -135,7 +145,9 @@ def _extras_json(line: Column, extra_keys: Column) -> Column:
 def parse_json_lines(lines: DataFrame, entity: str) -> DataFrame:
     """Parse JSON lines into the contract fields of ``entity`` (all strings) + ``_rescued_data``.
 
-    ``lines`` has ``value`` and ``_source_file``. Numbers and booleans keep their JSON text.
+    ``lines`` has ``value`` and ``_source_file``. Numbers and booleans keep their JSON text, and
+    so do nested objects and arrays. A line must hold exactly one JSON object: anything else
+    (an array, an object followed by more) is rescued whole.
     """
     fields = RAW_FIELDS[entity]
     ddl = ", ".join([f"`{f}` STRING" for f in fields] + [f"{_CORRUPT} STRING"])
@@ -154,6 +166,9 @@ def parse_json_lines(lines: DataFrame, entity: str) -> DataFrame:
         F.col("_bad")
         | F.col(f"_p.{_CORRUPT}").isNotNull()
         | _all_null([F.col(f"_p.`{f}`") for f in fields])
+        # The parser stops after the first object: "{...}," (a line of a JSON array) or two
+        # objects on one line would otherwise pass with what follows the object ignored.
+        | ~F.col("value").rlike(r"\}\s*$")
     )
     rescued = (
         F.when(bad, F.col("value"))
@@ -181,17 +196,18 @@ def parse_csv_lines(lines: DataFrame, entity: str, headers: Sequence[str]) -> Da
 
     ``lines`` has ``value``, ``_source_file`` and ``_header`` (the first line of the file; header
     lines themselves must already be removed); ``headers`` lists the distinct headers present.
-    A line whose column count differs from its header is rescued whole; columns a header
-    announces beyond the contract (schema drift) go to ``_rescued_data`` as a JSON object.
+    A line whose column count differs from its header is rescued whole, and so is a line that
+    repeats its file's header (files joined together); columns a header announces beyond the
+    contract (schema drift) go to ``_rescued_data`` as a JSON object.
     """
     fields = RAW_FIELDS[entity]
     parts: list[DataFrame] = []
     for header in headers:
         columns = _header_columns(header)
         ddl = ", ".join([f"c{i} STRING" for i in range(len(columns))] + [f"{_CORRUPT} STRING"])
-        parsed = F.from_csv(
-            F.col("value"), ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
-        )
+        # Quotes inside a quoted value are doubled (RFC 4180), as Python's csv writes them.
+        options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT, "escape": '"'}
+        parsed = F.from_csv(F.col("value"), ddl, options)
         position: dict[str, int] = {}
         for i, name in enumerate(columns):
             position.setdefault(name, i)
@@ -199,8 +215,10 @@ def parse_csv_lines(lines: DataFrame, entity: str, headers: Sequence[str]) -> Da
         sub = lines.where(F.col("_header") == F.lit(header)).select(
             "value", "_source_file", parsed.alias("_p")
         )
-        bad = F.col(f"_p.{_CORRUPT}").isNotNull() | _all_null(
-            [F.col(f"_p.c{position[f]}") for f in fields if f in position]
+        bad = (
+            F.col(f"_p.{_CORRUPT}").isNotNull()
+            | _all_null([F.col(f"_p.c{position[f]}") for f in fields if f in position])
+            | (F.col("value") == F.lit(header))
         )
         drift = (
             F.to_json(F.struct(*[F.col(f"_p.c{i}").alias(n) for n, i in extras]))

@@ -2,15 +2,22 @@
 
 The raw contract (what lands in ``landing/<entity>/``) is a list of field names per entity:
 bronze keeps every raw value as a string, so nothing is lost to a type mismatch; silver types
-them. Silver and gold schemas are :class:`StructType` constants that the transforms produce and
-the tests assert.
+them. Each raw field also has a :class:`FieldContract` (:data:`FIELD_CONTRACTS`): its type and
+domain (required or not, numeric range, plausible time span, identifier length and pattern),
+which silver turns into one expectation per field, so that no value a later stage cannot
+process gets past silver. Silver and gold schemas are :class:`StructType` constants that the
+transforms produce and the tests assert.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
 from pyspark.sql.types import (
     BooleanType,
     DateType,
+    DecimalType,
     DoubleType,
     IntegerType,
     LongType,
@@ -118,6 +125,209 @@ EVENT_TIME: dict[str, str] = {
     "loan_applications": "applied_at",
     "repayments": "observed_at",
 }
+
+# --- Field contracts: type and domain of every raw field -------------------------------------
+# Silver checks each raw field against its contract (one expectation per field, named
+# ``valid_<field>``); a row that breaks one goes to silver.quarantine with the rule's name and
+# the raw record. The bounds are those of the stages after silver, so that no row silver
+# accepts can make a later stage fail.
+
+#: Amounts are summed as decimals in gold: exact, so a recomputation gives bit-identical
+#: features whatever the order Spark adds them in.
+AMOUNT_DECIMAL = DecimalType(24, 6)
+#: Money values must stay below this: the integer part AMOUNT_DECIMAL holds (10**18), so that
+#: gold's cast never overflows. Sums of such values keep 10 more digits (Spark widens a sum's
+#: precision by 10), far more than any window adds up.
+AMOUNT_LIMIT = float(10 ** (AMOUNT_DECIMAL.precision - AMOUNT_DECIMAL.scale))
+#: Event times before this are a unit or default-value error (a zero epoch, year 1).
+EVENT_TIME_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
+#: How far ahead of the clock an event time may be (clock skew between source systems).
+FUTURE_TOLERANCE = timedelta(days=1)
+#: Birth dates before this are implausible; after today, impossible.
+BIRTH_DATE_FLOOR = date(1900, 1, 1)
+#: Longest identifier, free text and category value accepted.
+ID_MAX_LENGTH = 64
+TEXT_MAX_LENGTH = 200
+CATEGORY_MAX_LENGTH = 64
+
+#: Identifiers: a letter or digit, then letters, digits and ``_ . : -`` (Java and Python regex).
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{ID_MAX_LENGTH - 1}}}$"
+#: Text that is not plain text: a control character, or U+FFFD (what a byte sequence that is
+#: not UTF-8 decodes to).
+NOT_TEXT_PATTERN = r"[\p{Cntrl}\x{FFFD}]"
+#: A JSON object or array where a scalar is expected: bronze keeps a nested value as its JSON.
+NESTED_PATTERN = r"^[\[{]"
+#: The raw text a value of each kind must match to be typed at all (anything else is a wrong
+#: type, even where Spark's cast would read it: ``NaN``, ``Infinity``, ``1d``, ``0x1p3``, a
+#: timestamp cut short such as ``2026-01-05T1``).
+RAW_PATTERNS: dict[str, str] = {
+    "number": r"^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]{1,3})?$",
+    "integer": r"^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]{1,3})?$",
+    "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "timestamp": (
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+        r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?)?"
+        r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+    ),
+}
+
+#: The kinds of raw fields; the first three are strings in silver.
+KINDS: tuple[str, ...] = (
+    "id",
+    "text",
+    "category",
+    "number",
+    "integer",
+    "boolean",
+    "date",
+    "timestamp",
+)
+
+
+@dataclass(frozen=True)
+class FieldContract:
+    """The type and domain of one raw field.
+
+    Attributes:
+        name: the raw field.
+        kind: one of :data:`KINDS`: ``id`` (:data:`ID_PATTERN`), ``text`` and ``category``
+            (plain text, not nested, at most ``max_length``), ``number`` (finite, within the
+            bounds), ``integer`` (whole, within the bounds or one of ``values``), ``boolean``,
+            ``date`` (from ``minimum`` to today) and ``timestamp`` (from
+            :data:`EVENT_TIME_FLOOR` to :data:`FUTURE_TOLERANCE` after now).
+        required: a missing (absent, null or blank) value breaks the contract.
+        minimum: lowest number, integer or date accepted.
+        maximum: highest number or integer accepted.
+        exclusive_minimum: ``minimum`` itself is not accepted.
+        exclusive_maximum: ``maximum`` itself is not accepted.
+        values: for an ``integer`` field, the only values accepted.
+        max_length: longest ``text`` or ``category`` value (ids: :data:`ID_MAX_LENGTH`).
+    """
+
+    name: str
+    kind: str
+    required: bool = True
+    minimum: float | date | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    values: tuple[int, ...] = ()
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"field {self.name!r}: kind must be one of {list(KINDS)}")
+        if self.kind in ("text", "category") and self.max_length is None:
+            raise ValueError(f"field {self.name!r}: a {self.kind} field needs a max_length")
+
+    @property
+    def domain(self) -> str:
+        """What the field accepts, for people (the reason of a quarantined row)."""
+        if self.kind == "id":
+            text = f"an identifier of at most {ID_MAX_LENGTH} letters, digits or _ . : -"
+        elif self.kind in ("text", "category"):
+            text = f"plain text (not nested, valid UTF-8) of at most {self.max_length} characters"
+        elif self.kind in ("number", "integer"):
+            noun = "a finite number" if self.kind == "number" else "a whole number"
+            if self.values:
+                text = f"{noun}, one of {', '.join(map(str, self.values))}"
+            else:
+                low = "<" if self.exclusive_minimum else "<="
+                high = "<" if self.exclusive_maximum else "<="
+                text = f"{noun}, {self.minimum:g} {low} {self.name} {high} {self.maximum:g}"
+        elif self.kind == "boolean":
+            text = "true or false"
+        elif self.kind == "date":
+            text = f"a date YYYY-MM-DD from {self.minimum} to today"
+        else:
+            hours = int(FUTURE_TOLERANCE.total_seconds() // 3600)
+            text = (
+                f"an ISO-8601 timestamp from {EVENT_TIME_FLOOR:%Y-%m-%d} to {hours} hours after now"
+            )
+        return f"{self.name} must be {text}" + ("" if self.required else " (or absent)")
+
+
+def _id(name: str) -> FieldContract:
+    return FieldContract(name, "id")
+
+
+def _category(name: str) -> FieldContract:
+    return FieldContract(name, "category", max_length=CATEGORY_MAX_LENGTH)
+
+
+def _money(name: str, *, positive: bool) -> FieldContract:
+    return FieldContract(
+        name,
+        "number",
+        minimum=0.0,
+        maximum=AMOUNT_LIMIT,
+        exclusive_minimum=positive,
+        exclusive_maximum=True,
+    )
+
+
+def _event_time(name: str) -> FieldContract:
+    return FieldContract(name, "timestamp")
+
+
+#: The contract of every raw field, in :data:`RAW_FIELDS` order.
+FIELD_CONTRACTS: dict[str, tuple[FieldContract, ...]] = {
+    "customers": (
+        _id("customer_id"),
+        # Not used by any later stage: a profile without a name is still a profile.
+        FieldContract("name", "text", required=False, max_length=TEXT_MAX_LENGTH),
+        FieldContract("birth_date", "date", minimum=BIRTH_DATE_FLOOR),
+        _money("annual_income", positive=False),
+        FieldContract("employment_years", "number", minimum=0.0, maximum=80.0),
+        _category("home_ownership"),
+        _category("region"),
+        FieldContract("credit_score", "integer", minimum=300, maximum=850),
+        _event_time("updated_at"),
+    ),
+    "transactions": (
+        _id("transaction_id"),
+        _id("customer_id"),
+        _money("amount", positive=True),
+        _category("merchant_category"),
+        _category("channel"),
+        _event_time("transaction_ts"),
+    ),
+    "loan_applications": (
+        _id("application_id"),
+        _id("customer_id"),
+        _event_time("applied_at"),
+        _money("loan_amount", positive=True),
+        FieldContract("term_months", "integer", values=TERMS),
+        _category("purpose"),
+    ),
+    "repayments": (
+        _id("application_id"),
+        _id("customer_id"),
+        _event_time("observed_at"),
+        FieldContract("defaulted", "boolean"),
+        # Overdue by more than ten years is not a loan of this book (terms end after five).
+        FieldContract("days_past_due", "integer", minimum=0, maximum=3650),
+    ),
+}
+
+
+def field_contract(entity: str, name: str) -> FieldContract:
+    """The contract of raw field ``name`` of ``entity``."""
+    for contract in FIELD_CONTRACTS[entity]:
+        if contract.name == name:
+            return contract
+    raise KeyError(f"{entity} has no raw field {name!r}")
+
+
+#: References between entities: (entity, column) -> (referenced entity, its column). A row
+#: whose reference is unknown (an orphan) stays in silver and is held out of gold until the
+#: referenced record arrives (see :mod:`lakehouse.medallion.gold`).
+REFERENCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("transactions", "customer_id"): ("customers", "customer_id"),
+    ("loan_applications", "customer_id"): ("customers", "customer_id"),
+    ("repayments", "application_id"): ("loan_applications", "application_id"),
+}
+
 
 # --- Bronze ----------------------------------------------------------------------------------
 # bronze.<entity>_raw: every RAW_FIELDS column as a nullable string, then the metadata below.

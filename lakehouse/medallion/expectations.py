@@ -15,6 +15,13 @@ to NULL counts as failed. Two built-in expectations run first on every silver ba
 ``schema_drift`` warns about rows that carried fields outside the contract. The built-in
 ``required_fields`` runs last and drops any row still lacking a column that silver declares NOT
 NULL, so custom rule sets can never break the silver table's constraints.
+
+The default rules of each entity (:data:`EXPECTATIONS`) are its field contracts
+(:data:`lakehouse.medallion.contracts.FIELD_CONTRACTS`, one ``valid_<field>`` drop rule per raw
+field: present, of its type, in its domain), plus warnings about values outside the known
+vocabulary. None of them is a ``fail`` rule: a bad row is quarantined and the run goes on, since
+a failing row would fail every later run as well until someone removed it from bronze by hand.
+``fail`` stays available to rule sets a caller passes.
 """
 
 from __future__ import annotations
@@ -22,17 +29,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from lakehouse.medallion.contracts import (
     CHANNELS,
+    EVENT_TIME_FLOOR,
+    FIELD_CONTRACTS,
+    FUTURE_TOLERANCE,
     HOME_OWNERSHIP,
+    ID_MAX_LENGTH,
+    ID_PATTERN,
+    NESTED_PATTERN,
+    NOT_TEXT_PATTERN,
     PURPOSES,
     RAW_FIELDS,
     SILVER_SCHEMAS,
-    TERMS,
+    FieldContract,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +65,8 @@ DUPLICATES = "duplicates"
 
 #: Column a silver batch carries to flag malformed rows (see :func:`malformed_condition`).
 MALFORMED_FLAG = "_malformed"
+#: Column a silver batch carries: the raw fields whose value did not convert to their type.
+UNCONVERTED = "_unconverted"
 
 #: Column of a flagged frame (:func:`flag_expectations`): the first drop rule the row broke.
 RULE_COLUMN = "_expectation_rule"
@@ -165,31 +182,91 @@ def _one_of(values: Sequence[str]) -> str:
     return f"{', '.join(values[:-1])} or {values[-1]}"
 
 
+def _double(value: float) -> str:
+    """A SQL double literal (``1e+18D``)."""
+    return f"{value!r}D"
+
+
+def _bounds(column: str, contract: FieldContract) -> list[str]:
+    def literal(value: float | date) -> str:
+        assert not isinstance(value, date), "a number field cannot have a date bound"
+        return str(int(value)) if contract.kind == "integer" else _double(float(value))
+
+    clauses = []
+    if contract.minimum is not None:
+        op = ">" if contract.exclusive_minimum else ">="
+        clauses.append(f"{column} {op} {literal(contract.minimum)}")
+    if contract.maximum is not None:
+        op = "<" if contract.exclusive_maximum else "<="
+        clauses.append(f"{column} {op} {literal(contract.maximum)}")
+    return clauses
+
+
+def domain_condition(contract: FieldContract) -> str:
+    """SQL over the typed column of ``contract``'s field: its value is in the field's domain.
+
+    Only meaningful for a non-null value (see :func:`contract_condition`).
+    """
+    column = f"`{contract.name}`"
+    kind = contract.kind
+    if kind == "id":
+        return f"length({column}) <= {ID_MAX_LENGTH} AND {column} RLIKE r'{ID_PATTERN}'"
+    if kind in ("text", "category"):
+        return (
+            f"length({column}) <= {contract.max_length} "
+            f"AND NOT {column} RLIKE r'{NOT_TEXT_PATTERN}' "
+            f"AND NOT {column} RLIKE r'{NESTED_PATTERN}'"
+        )
+    if kind == "number":
+        return " AND ".join([f"NOT isnan({column})", *_bounds(column, contract)])
+    if kind == "integer":
+        if contract.values:
+            return _sql_in(column, contract.values)
+        return " AND ".join(_bounds(column, contract)) or "true"
+    if kind == "date":
+        floor = contract.minimum or date(1, 1, 1)
+        return f"{column} >= DATE'{floor}' AND {column} <= current_date()"
+    if kind == "timestamp":
+        seconds = int(FUTURE_TOLERANCE.total_seconds())
+        return (
+            f"{column} >= TIMESTAMP'{EVENT_TIME_FLOOR:%Y-%m-%dT%H:%M:%SZ}' "
+            f"AND {column} <= current_timestamp() + make_interval(0, 0, 0, 0, 0, 0, {seconds})"
+        )
+    return "true"  # boolean: typed means valid
+
+
+def contract_condition(contract: FieldContract) -> str:
+    """SQL over a typed silver batch: the field keeps its contract.
+
+    A required field must be present, typed and in its domain; an optional one may be absent,
+    but a value it holds must convert (:data:`UNCONVERTED`) and be in its domain.
+    """
+    column = f"`{contract.name}`"
+    domain = domain_condition(contract)
+    if contract.required:
+        return f"{column} IS NOT NULL AND ({domain})"
+    return (
+        f"CASE WHEN {column} IS NULL THEN NOT array_contains({UNCONVERTED}, '{contract.name}') "
+        f"ELSE ({domain}) END"
+    )
+
+
+def contract_expectations(entity: str) -> tuple[Expectation, ...]:
+    """One ``drop`` rule per raw field of ``entity``, ``valid_<field>``, from its contract
+    (:data:`lakehouse.medallion.contracts.FIELD_CONTRACTS`)."""
+    return tuple(
+        Expectation(
+            f"valid_{contract.name}",
+            contract_condition(contract),
+            "drop",
+            contract.domain,
+        )
+        for contract in FIELD_CONTRACTS[entity]
+    )
+
+
 CUSTOMER_EXPECTATIONS: tuple[Expectation, ...] = (
-    Expectation(
-        "valid_customer_id",
-        "customer_id IS NOT NULL",
-        "fail",
-        "customer_id is missing: the feed lost its key",
-    ),
-    Expectation(
-        "valid_updated_at",
-        "updated_at IS NOT NULL",
-        "drop",
-        "updated_at is missing or not an ISO-8601 timestamp",
-    ),
-    Expectation(
-        "income_non_negative",
-        "annual_income IS NULL OR annual_income >= 0",
-        "drop",
-        "annual_income is negative",
-    ),
-    Expectation(
-        "credit_score_in_range",
-        "credit_score IS NULL OR credit_score BETWEEN 300 AND 850",
-        "drop",
-        "credit_score outside 300..850",
-    ),
+    *contract_expectations("customers"),
     Expectation(
         "known_home_ownership",
         _sql_in("home_ownership", HOME_OWNERSHIP),
@@ -199,22 +276,7 @@ CUSTOMER_EXPECTATIONS: tuple[Expectation, ...] = (
 )
 
 TRANSACTION_EXPECTATIONS: tuple[Expectation, ...] = (
-    Expectation(
-        "valid_transaction_id",
-        "transaction_id IS NOT NULL",
-        "fail",
-        "transaction_id is missing: the feed lost its key",
-    ),
-    Expectation("valid_customer_id", "customer_id IS NOT NULL", "drop", "customer_id is missing"),
-    Expectation(
-        "positive_amount", "amount > 0", "drop", "amount is missing, not a number or not positive"
-    ),
-    Expectation(
-        "valid_transaction_ts",
-        "transaction_ts IS NOT NULL",
-        "drop",
-        "transaction_ts is missing or not an ISO-8601 timestamp",
-    ),
+    *contract_expectations("transactions"),
     Expectation(
         "known_channel",
         _sql_in("channel", CHANNELS),
@@ -224,31 +286,7 @@ TRANSACTION_EXPECTATIONS: tuple[Expectation, ...] = (
 )
 
 LOAN_APPLICATION_EXPECTATIONS: tuple[Expectation, ...] = (
-    Expectation(
-        "valid_application_id",
-        "application_id IS NOT NULL",
-        "fail",
-        "application_id is missing: the feed lost its key",
-    ),
-    Expectation("valid_customer_id", "customer_id IS NOT NULL", "drop", "customer_id is missing"),
-    Expectation(
-        "valid_applied_at",
-        "applied_at IS NOT NULL",
-        "drop",
-        "applied_at is missing or not an ISO-8601 timestamp",
-    ),
-    Expectation(
-        "positive_loan_amount",
-        "loan_amount > 0",
-        "drop",
-        "loan_amount is missing, not a number or not positive",
-    ),
-    Expectation(
-        "valid_term",
-        _sql_in("term_months", TERMS),
-        "drop",
-        f"term_months is not one of {', '.join(map(str, TERMS))}",
-    ),
+    *contract_expectations("loan_applications"),
     Expectation(
         "known_purpose",
         _sql_in("purpose", PURPOSES),
@@ -257,35 +295,11 @@ LOAN_APPLICATION_EXPECTATIONS: tuple[Expectation, ...] = (
     ),
 )
 
-REPAYMENT_EXPECTATIONS: tuple[Expectation, ...] = (
-    Expectation(
-        "valid_application_id",
-        "application_id IS NOT NULL",
-        "fail",
-        "application_id is missing: the feed lost its key",
-    ),
-    Expectation("valid_customer_id", "customer_id IS NOT NULL", "drop", "customer_id is missing"),
-    Expectation(
-        "valid_observed_at",
-        "observed_at IS NOT NULL",
-        "drop",
-        "observed_at is missing or not an ISO-8601 timestamp",
-    ),
-    Expectation(
-        "valid_defaulted",
-        "defaulted IS NOT NULL",
-        "drop",
-        "defaulted is missing or not true/false",
-    ),
-    Expectation(
-        "days_past_due_non_negative",
-        "days_past_due IS NULL OR days_past_due >= 0",
-        "drop",
-        "days_past_due is negative",
-    ),
-)
+REPAYMENT_EXPECTATIONS: tuple[Expectation, ...] = contract_expectations("repayments")
 
-#: The default expectations of each entity.
+#: The default expectations of each entity: the field contracts (drop) and warnings about
+#: values outside the known vocabulary. None is a ``fail`` rule: a row the contract rejects
+#: goes to the quarantine and the run goes on, so no row can stop the pipeline.
 EXPECTATIONS: Mapping[str, tuple[Expectation, ...]] = {
     "customers": CUSTOMER_EXPECTATIONS,
     "transactions": TRANSACTION_EXPECTATIONS,

@@ -14,6 +14,10 @@ latest row at or before the time of a loan application and never sees the future
 changed rows. The silver Delta versions a table was built from are recorded in the
 ``userMetadata`` of its MERGE commit; when they have not moved since, the table is skipped and
 its Delta version stays the same.
+
+Transactions and loan applications of a customer not (yet) in ``silver.customers`` are held
+back (:func:`with_known_references`): ``silver.customers`` is an input of both tables, so they
+join gold at the first build after their customer arrives.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from pyspark.sql.types import (
 from pyspark.sql.window import Window, WindowSpec
 
 from lakehouse.medallion.contracts import (
+    AMOUNT_DECIMAL,
     GAMBLING,
     GOLD_CUSTOMER_PROFILE_SCHEMA,
     GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
     GOLD_LABELS_SCHEMA,
     ONLINE,
+    REFERENCES,
     SECONDS_PER_DAY,
     TRANSACTION_WINDOWS,
 )
@@ -71,8 +77,9 @@ from lakehouse.platform.tables import (
 log = logging.getLogger(__name__)
 
 #: Amounts are summed as decimals: exact, so a recomputation gives bit-identical features
-#: whatever the order Spark adds them in, and unchanged rows are recognised as unchanged.
-_AMOUNT_DECIMAL = DecimalType(24, 6)
+#: whatever the order Spark adds them in, and unchanged rows are recognised as unchanged. Silver
+#: accepts only amounts this type holds (the contract's ``AMOUNT_LIMIT`` derives from it).
+_AMOUNT_DECIMAL: DecimalType = AMOUNT_DECIMAL
 
 #: Key of the JSON object in a gold commit's ``userMetadata`` that lists the silver inputs.
 INPUTS_METADATA_KEY = "lakehouse_gold_inputs"
@@ -421,11 +428,12 @@ GOLD_TABLES: tuple[GoldTable, ...] = (
         name=GOLD_CUSTOMER_TRANSACTIONS,
         schema=GOLD_CUSTOMER_TRANSACTIONS_SCHEMA,
         keys=("customer_id", "event_timestamp"),
-        inputs=(SILVER_TRANSACTIONS,),
+        inputs=(SILVER_TRANSACTIONS, SILVER_CUSTOMERS),
         comment=(
             "Rolling 7/30/90-day transaction features per customer as of the start of each day "
             "after a day with transactions (point-in-time join key: customer_id, "
-            "event_timestamp)."
+            "event_timestamp); transactions of customers not yet in silver.customers are held "
+            "back until they are."
         ),
         column_comments=_TRANSACTION_COMMENTS,
     ),
@@ -433,8 +441,11 @@ GOLD_TABLES: tuple[GoldTable, ...] = (
         name=GOLD_LABELS,
         schema=GOLD_LABELS_SCHEMA,
         keys=("application_id",),
-        inputs=(SILVER_LOAN_APPLICATIONS, SILVER_REPAYMENTS),
-        comment="Loan applications whose repayment outcome has been observed, with the label.",
+        inputs=(SILVER_LOAN_APPLICATIONS, SILVER_REPAYMENTS, SILVER_CUSTOMERS),
+        comment=(
+            "Loan applications whose repayment outcome has been observed, with the label; "
+            "applications of customers not yet in silver.customers are held back until they are."
+        ),
         column_comments={
             "application_id": "Loan application business key.",
             "customer_id": "Customer who applied.",
@@ -449,15 +460,44 @@ GOLD_TABLES: tuple[GoldTable, ...] = (
 )
 
 
+def with_known_references(rows: DataFrame, entity: str, referenced: DataFrame) -> DataFrame:
+    """The rows of ``entity`` whose reference (:data:`lakehouse.medallion.contracts.REFERENCES`)
+    is among the ``referenced`` silver rows: orphans are held back.
+
+    Why held, not quarantined: an orphan is a valid record whose customer has not arrived yet.
+    The entities are built side by side, so a transaction's batch may be checked before the
+    customer's batch of the same drop is written, and feeds deliver profiles late (as the
+    generator delivers events late); a quarantine rule would then reject good rows depending on
+    timing, and a quarantined row never comes back. Kept in silver (every row accounted for)
+    and left out of gold, it joins the features and labels at the first gold build after its
+    customer arrives, since ``silver.customers`` is an input of the tables that hold it back.
+    Expectations in Delta Live Tables are row-local, and Unity Catalog's foreign keys are
+    informational, so a Databricks user expects the same: the fact is kept, the join decides.
+    Each run counts the orphans (:func:`lakehouse.medallion.silver.orphan_counts`).
+    """
+    for (source, column), (_, key) in REFERENCES.items():
+        if source == entity:
+            known = referenced.select(F.col(key).alias(column)).distinct()
+            return rows.join(known, column, "left_semi")
+    raise ValueError(f"{entity} references no other entity")
+
+
 def _compute(
     table: GoldTable, inputs: Mapping[str, DataFrame], created_at: dt.datetime
 ) -> DataFrame:
     if table.name == GOLD_CUSTOMER_PROFILE:
         return customer_profile_features(inputs[SILVER_CUSTOMERS], created_at)
+    customers = inputs.get(SILVER_CUSTOMERS)
     if table.name == GOLD_CUSTOMER_TRANSACTIONS:
-        return customer_transaction_features(inputs[SILVER_TRANSACTIONS], created_at)
+        transactions = inputs[SILVER_TRANSACTIONS]
+        if customers is not None:
+            transactions = with_known_references(transactions, "transactions", customers)
+        return customer_transaction_features(transactions, created_at)
     if table.name == GOLD_LABELS:
-        return labels(inputs[SILVER_LOAN_APPLICATIONS], inputs[SILVER_REPAYMENTS])
+        applications = inputs[SILVER_LOAN_APPLICATIONS]
+        if customers is not None:
+            applications = with_known_references(applications, "loan_applications", customers)
+        return labels(applications, inputs[SILVER_REPAYMENTS])
     raise ValueError(f"unknown gold table {table.name!r}")
 
 

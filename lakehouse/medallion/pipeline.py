@@ -13,6 +13,13 @@ as its own ingest is done, and a gold table is built as soon as the silver table
 (``gold.customer_transaction_features`` does not wait for the customers or the loans). As in a
 Delta Live Tables update, an entity whose silver build fails stops only the gold tables that read
 it: the others are still built, then the error is raised.
+
+Recovery and concurrency: a run killed anywhere is finished by the next one (each stage resumes
+from its stream checkpoint, appends are marked per micro-batch and MERGEs are keyed, so nothing
+is written twice); Delta write conflicts are retried (:mod:`lakehouse.platform.retry`); and one
+run at a time holds :func:`pipeline_lock`, because two runs would race on the same stream
+checkpoints. Named crash points (:mod:`lakehouse.platform.crash`) let tests kill a run at each
+step.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pyspark.sql import SparkSession
 
 from lakehouse.medallion.bronze import IngestResult, ingest_entity
-from lakehouse.medallion.gold import GOLD_TABLES, build_gold_table
+from lakehouse.medallion.gold import GOLD_TABLES, GoldTable, build_gold_table
 from lakehouse.medallion.gold import build_gold as build_gold_tables
 from lakehouse.medallion.silver import (
     SilverResult,
@@ -44,12 +52,18 @@ from lakehouse.platform.catalog import (
     TableCatalog,
     register_all,
 )
+from lakehouse.platform.crash import crash_point
+from lakehouse.platform.errors import on_target
+from lakehouse.platform.locks import Holder, exclusive
+from lakehouse.platform.retry import retry_on_conflict
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.tables import delta_version
 
 log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("bronze", "silver", "gold")
+#: Name of the lock one pipeline run holds (``<home>/locks/pipeline.lock``).
+PIPELINE_LOCK = "pipeline"
 
 T = TypeVar("T")
 
@@ -88,6 +102,17 @@ class PipelineReport:
         return sum(int(getattr(r, "rows", 0)) for r in self.bronze)
 
 
+def pipeline_lock(settings: Settings, wait: float = 0.0) -> AbstractContextManager[Holder]:
+    """The lock of the pipeline's tables and checkpoints under ``settings.home``.
+
+    Every entry point that writes them (``lakehouse pipeline run``, the demo, the bronze, silver
+    and gold jobs) holds it: two runs at once would commit the same micro-batch to the same
+    stream checkpoint. Raises :class:`~lakehouse.platform.locks.LockBusy` when another process
+    holds it after ``wait`` seconds.
+    """
+    return exclusive(settings.home, PIPELINE_LOCK, wait=wait)
+
+
 def new_run_id() -> str:
     """A short unique id for a pipeline run."""
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -118,7 +143,9 @@ def _ingest(
 ) -> IngestResult:
     started = time.perf_counter()
     checkpoint = settings.checkpoints_dir / "bronze" / entity
-    result = ingest_entity(spark, catalog, entity, settings.landing_dir, checkpoint)
+    with on_target(f"bronze.{entity}_raw (from {settings.landing_dir / entity})"):
+        result = ingest_entity(spark, catalog, entity, settings.landing_dir, checkpoint)
+    crash_point(f"bronze:{entity}")
     log.info(
         "[bronze] %-17s %3d new files, %8d rows (%.1fs)",
         entity,
@@ -134,7 +161,9 @@ def _build(
 ) -> SilverResult:
     started = time.perf_counter()
     checkpoint = settings.checkpoints_dir / "silver" / entity
-    result = build_silver_entity(spark, catalog, entity, checkpoint, run_id)
+    with on_target(silver_table(entity)):
+        result = build_silver_entity(spark, catalog, entity, checkpoint, run_id)
+    crash_point(f"silver:{entity}")
     log.info("[silver] %-17s %s (%.1fs)", entity, result, time.perf_counter() - started)
     return result
 
@@ -176,7 +205,10 @@ def build_gold(spark: SparkSession, catalog: TableCatalog, parallel: bool = True
 
     The tables are built side by side unless ``parallel`` is False.
     """
-    counts = build_gold_tables(spark, catalog, parallel=parallel)
+    # Idempotent as a whole: a table whose silver inputs are those recorded at its last build is
+    # skipped, and a rebuild MERGEs only new or changed rows, so a conflicting attempt is redone.
+    counts = retry_on_conflict("gold", lambda: build_gold_tables(spark, catalog, parallel=parallel))
+    crash_point("gold:all")
     _log_gold(counts)
     return counts
 
@@ -184,6 +216,23 @@ def build_gold(spark: SparkSession, catalog: TableCatalog, parallel: bool = True
 def _log_gold(counts: dict[str, int]) -> None:
     for name, rows in counts.items():
         log.info("[gold]   %-40s %8d rows", name, rows)
+
+
+def _gold_table(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    table: GoldTable,
+    created_at: dt.datetime,
+    versions: dict[str, int],
+) -> int:
+    """Build one gold table, again after a Delta write conflict (see :func:`build_gold`)."""
+    with on_target(table.name):
+        rows = retry_on_conflict(
+            table.name,
+            lambda: build_gold_table(spark, catalog, table, created_at, versions),
+        )
+    crash_point(f"gold:{table.name}")
+    return rows
 
 
 def _chained_stages(
@@ -222,7 +271,7 @@ def _chained_stages(
                     created_at.append(dt.datetime.now(dt.UTC))
                 versions = {name: delta_version(spark, catalog, name) for name in table.inputs}
                 gold_builds[table.name] = gold_pool.submit(
-                    build_gold_table, spark, catalog, table, created_at[0], versions
+                    _gold_table, spark, catalog, table, created_at[0], versions
                 )
 
     def chain(entity: str) -> tuple[Any, Any]:

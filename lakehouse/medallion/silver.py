@@ -5,10 +5,12 @@ source (its own checkpoint, ``trigger(availableNow=True)``); a :class:`SilverBat
 takes each micro-batch through these steps:
 
 1. typed (:func:`typed_columns`: bronze strings cast to
-   :data:`lakehouse.medallion.contracts.SILVER_SCHEMAS`);
+   :data:`lakehouse.medallion.contracts.SILVER_SCHEMAS`, strictly: a value that is not of its
+   field's kind is not converted, and :func:`unconverted` names it);
 2. checked (:func:`lakehouse.medallion.expectations.flag_expectations`, the counts in one
-   aggregation over the batch): a ``fail`` rule stops here, before anything is written, and the
-   checkpoint does not advance;
+   aggregation over the batch) against every field's contract, so nothing a later stage cannot
+   process gets through: a ``fail`` rule (only in rule sets a caller passes) stops here, before
+   anything is written, and the checkpoint does not advance;
 3. rejected rows appended to ``silver.quarantine`` with the rule and the raw bronze record;
 4. deduplicated on the business key (the latest by ``_ingested_at`` then ``_source_file``);
 5. MERGEd into ``silver.<entity>``: new keys inserted, a known key updated only when the incoming
@@ -17,7 +19,8 @@ takes each micro-batch through these steps:
 6. the per-expectation counts, plus ``duplicates``, appended to ``silver.expectation_results``.
 
 Every bronze row ends up in exactly one place: ``bronze = silver + quarantined + duplicates``
-(:func:`accounting`).
+(:func:`accounting`). Rows whose customer (or application) is unknown stay in silver and are
+counted by :func:`orphan_counts`; gold holds them back until the customer arrives.
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ from lakehouse.medallion.bronze import (
 from lakehouse.medallion.contracts import (
     BUSINESS_KEYS,
     EXPECTATION_RESULTS_SCHEMA,
+    FIELD_CONTRACTS,
     QUARANTINE_SCHEMA,
+    RAW_PATTERNS,
+    REFERENCES,
     SILVER_SCHEMAS,
     bronze_schema,
 )
@@ -52,6 +58,7 @@ from lakehouse.medallion.expectations import (
     DUPLICATES,
     EXPECTATIONS,
     MALFORMED_FLAG,
+    UNCONVERTED,
     Expectation,
     ExpectationCount,
     FlaggedRows,
@@ -93,28 +100,63 @@ def silver_table(entity: str) -> str:
 # --- Typing (pure transforms) -------------------------------------------------------------------
 
 
-def _cast(name: str, data_type: DataType) -> Column:
-    """Cast a bronze string to ``data_type``; a value that does not convert becomes null."""
-    raw = F.nullif(F.trim(F.col(f"`{name}`")), F.lit(""))
+def _raw(name: str) -> Column:
+    """A bronze string without its surrounding spaces; a blank one is null (absent)."""
+    return F.nullif(F.trim(F.col(f"`{name}`")), F.lit(""))
+
+
+def _cast(name: str, data_type: DataType, kind: str | None = None) -> Column:
+    """Cast a bronze string to ``data_type``; a value that does not convert becomes null.
+
+    With the field's ``kind`` (:class:`lakehouse.medallion.contracts.FieldContract`), the raw
+    text must also match the kind's pattern (:data:`lakehouse.medallion.contracts.RAW_PATTERNS`),
+    so what Spark's cast reads beyond plain decimal numbers and ISO-8601 times (``NaN``,
+    ``Infinity``, ``1d``, hexadecimal, a timestamp cut short) is not converted either.
+    """
+    raw = _raw(name)
+    pattern = RAW_PATTERNS.get(kind or "")
+    if pattern is not None:
+        raw = F.when(raw.rlike(pattern), raw)
     if isinstance(data_type, StringType):
         return raw
     if isinstance(data_type, IntegerType):
-        # "36" and "36.0" are both 36; "36.5" is not an integer.
+        # "36" and "36.0" are both 36; "36.5" is not an integer, nor is one beyond int's range.
         as_double = raw.try_cast("double")
-        integral = F.when(as_double == F.floor(as_double), as_double.try_cast("int"))
+        whole = as_double.between(-(2.0**31), 2.0**31 - 1) & (as_double % 1 == 0)
+        integral = F.when(whole, as_double.try_cast("int"))
         return F.coalesce(raw.try_cast("int"), integral)
     return raw.try_cast(data_type)
+
+
+def _kinds(entity: str) -> dict[str, str]:
+    return {c.name: c.kind for c in FIELD_CONTRACTS[entity]}
 
 
 def typed_columns(entity: str) -> list[Column]:
     """The silver columns of ``entity`` as expressions over its bronze columns."""
     check_entity(entity)
+    kinds = _kinds(entity)
     return [
-        (F.col(f.name) if f.name in _METADATA else _cast(f.name, f.dataType))
+        (F.col(f.name) if f.name in _METADATA else _cast(f.name, f.dataType, kinds[f.name]))
         .cast(f.dataType)
         .alias(f.name)
         for f in SILVER_SCHEMAS[entity].fields
     ]
+
+
+def unconverted(entity: str) -> Column:
+    """The names of the raw fields of ``entity`` that hold a value which did not convert to its
+    type (a wrong type, a nested object, an unreadable number or time), as an array."""
+    kinds = _kinds(entity)
+    names = [
+        F.when(
+            _raw(f.name).isNotNull() & _cast(f.name, f.dataType, kinds[f.name]).isNull(),
+            F.lit(f.name),
+        )
+        for f in SILVER_SCHEMAS[entity].fields
+        if f.name not in _METADATA
+    ]
+    return F.filter(F.array(*names), lambda name: name.isNotNull())
 
 
 def typed(df: DataFrame, entity: str) -> DataFrame:
@@ -143,12 +185,13 @@ def typed_repayments(df: DataFrame) -> DataFrame:
 
 
 def prepare_batch(bronze: DataFrame, entity: str) -> DataFrame:
-    """Bronze rows -> typed columns + ``_rescued_data``, the raw record (JSON) and a malformed
-    flag: what :func:`lakehouse.medallion.expectations.flag_expectations` and the quarantine
-    need."""
+    """Bronze rows -> typed columns, the fields that did not convert (:data:`UNCONVERTED`),
+    ``_rescued_data``, the raw record (JSON) and a malformed flag: what
+    :func:`lakehouse.medallion.expectations.flag_expectations` and the quarantine need."""
     raw_columns = [f.name for f in bronze_schema(entity).fields]
     return bronze.select(
         *typed_columns(entity),
+        unconverted(entity).alias(UNCONVERTED),
         F.col("_rescued_data"),
         F.to_json(F.struct(*[F.col(c) for c in raw_columns])).alias(_RAW_RECORD),
         F.expr(malformed_condition(entity)).alias(MALFORMED_FLAG),
@@ -609,6 +652,40 @@ def accounting(spark: SparkSession, catalog: TableCatalog, entity: str) -> Accou
     )
 
 
+# --- Orphans ------------------------------------------------------------------------------------
+
+
+def orphan_counts(spark: SparkSession, catalog: TableCatalog) -> dict[str, int]:
+    """Rows of silver whose reference is unknown, per entity: transactions and loan applications
+    of a customer not in ``silver.customers``, repayments of an application not in
+    ``silver.loan_applications`` (:data:`lakehouse.medallion.contracts.REFERENCES`).
+
+    Orphans stay in silver and are held out of gold until the referenced record arrives (see
+    :func:`lakehouse.medallion.gold.with_known_references`); call this after a run's silver
+    builds to report them. An entity whose tables do not exist yet counts 0.
+    """
+    counts: dict[str, int] = {}
+    for (entity, column), (target, key) in REFERENCES.items():
+        source, referenced = silver_table(entity), silver_table(target)
+        if not catalog.exists(spark, source):
+            counts[entity] = 0
+            continue
+        rows = catalog.read(spark, source).select(column)
+        if catalog.exists(spark, referenced):
+            known = catalog.read(spark, referenced).select(F.col(key).alias(column)).distinct()
+            rows = rows.join(known, column, "left_anti")
+        counts[entity] = rows.count()
+        if counts[entity]:
+            log.warning(
+                "%s: %d row(s) reference a %s not in %s; held out of gold until it arrives",
+                source,
+                counts[entity],
+                key,
+                referenced,
+            )
+    return counts
+
+
 __all__ = [
     "Accounting",
     "SilverResult",
@@ -617,6 +694,7 @@ __all__ = [
     "build_silver_entity",
     "deduplicate",
     "ensure_shared_tables",
+    "orphan_counts",
     "prepare_batch",
     "typed",
     "typed_columns",

@@ -20,6 +20,8 @@ from pyspark.sql.types import (
 
 from lakehouse.models.gate import GateDecision
 from lakehouse.platform.catalog import GOLD_MODEL_GATE_AUDIT, TableCatalog
+from lakehouse.platform.errors import on_target
+from lakehouse.platform.retry import retry_on_conflict
 from lakehouse.platform.tables import create_if_missing
 
 #: One row per gate decision.
@@ -77,4 +79,11 @@ def write_gate_audit(spark: SparkSession, catalog: TableCatalog, decision: GateD
         df,
         comment="One row per evaluation-gate decision of the model registry",
     )
-    df.write.format("delta").mode("append").save(catalog.path(GOLD_MODEL_GATE_AUDIT))
+
+    def append() -> None:
+        df.write.format("delta").mode("append").save(catalog.path(GOLD_MODEL_GATE_AUDIT))
+
+    # A blind append conflicts only with a change of the table's metadata or protocol, and a
+    # conflicting commit writes nothing: the retry appends the decision's row exactly once.
+    with on_target(GOLD_MODEL_GATE_AUDIT):
+        retry_on_conflict(GOLD_MODEL_GATE_AUDIT, append)

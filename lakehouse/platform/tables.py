@@ -2,6 +2,13 @@
 
 All functions take ``spark`` and a :class:`~lakehouse.platform.catalog.TableCatalog`; none builds a
 session or knows a path of its own.
+
+Every write here is idempotent and is retried after a Delta write conflict with another writer
+(:func:`lakehouse.platform.retry.retry_on_conflict`; a conflicting commit writes nothing): a
+create is skipped once the table exists, an overwrite replaces the whole table, a MERGE matches
+on the table's keys again, and an append is retried only after a conflict, which committed none
+of its rows. After each commit a named crash point (:mod:`lakehouse.platform.crash`) lets a test
+kill the process between the commit and whatever the caller records next.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from lakehouse.platform.catalog import TableCatalog, register_table
+from lakehouse.platform.crash import crash_point
+from lakehouse.platform.errors import on_target
+from lakehouse.platform.retry import retry_on_conflict
 
 T = TypeVar("T")
 
@@ -60,11 +70,14 @@ def create_if_missing(
 ) -> bool:
     """Create an empty Delta table with ``df``'s schema unless it exists; register it.
 
-    Returns True when the table was created.
+    Returns True when the table was created. Two writers creating the same table at once: one
+    commit wins, the other gets a conflict, is retried and finds the table there.
     """
     path = catalog.path(name)
-    created = False
-    if not DeltaTable.isDeltaTable(spark, path):
+
+    def create() -> bool:
+        if DeltaTable.isDeltaTable(spark, path):
+            return False
         # Column comments go in with the schema: creating the table is one commit.
         builder = DeltaTable.createIfNotExists(spark).location(path)
         for field in df.schema.fields:
@@ -81,7 +94,12 @@ def create_if_missing(
         for key, value in table_properties(df.schema).items():
             builder = builder.property(key, value)
         builder.execute()
-        created = True
+        return True
+
+    with on_target(name):
+        created = retry_on_conflict(name, create)
+    if created:
+        crash_point(f"created:{name}")
     register_table(spark, catalog, name)
     return created
 
@@ -106,9 +124,15 @@ def overwrite(
 ) -> None:
     """Replace the contents of ``name`` with ``df`` (one new Delta version)."""
     create_if_missing(spark, catalog, name, df, comment, column_comments)
-    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-        catalog.path(name)
-    )
+
+    def replace() -> None:
+        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+            catalog.path(name)
+        )
+
+    with on_target(name):
+        retry_on_conflict(name, replace)
+    crash_point(f"overwrite:{name}")
 
 
 def merge_upsert(
@@ -130,12 +154,19 @@ def merge_upsert(
     which saves reading the log again.
     """
     create_if_missing(spark, catalog, name, df)
-    target = DeltaTable.forPath(spark, catalog.path(name))
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    merge = target.alias("t").merge(df.alias("s"), on)
-    if not insert_only:
-        merge = merge.whenMatchedUpdateAll(condition=update_condition)
-    result = merge.whenNotMatchedInsertAll().execute()
+
+    def merge() -> DataFrame:
+        # Each attempt reads the table afresh: rows a concurrent writer committed are matched.
+        target = DeltaTable.forPath(spark, catalog.path(name))
+        builder = target.alias("t").merge(df.alias("s"), on)
+        if not insert_only:
+            builder = builder.whenMatchedUpdateAll(condition=update_condition)
+        return builder.whenNotMatchedInsertAll().execute()
+
+    with on_target(name):
+        result = retry_on_conflict(name, merge)
+    crash_point(f"merge:{name}")
     if read_history:
         return last_operation_metrics(spark, catalog, name)
     row = result.first()
@@ -310,12 +341,18 @@ def append_batch(
     spark = df.sparkSession
     if batch_id == replayed and committed_batch(spark, catalog, name, writer) >= batch_id:
         return False
-    (
-        df.write.format("delta")
-        .mode("append")
-        .option("userMetadata", batch_metadata(writer, batch_id))
-        .save(catalog.path(name))
-    )
+
+    def append() -> None:
+        (
+            df.write.format("delta")
+            .mode("append")
+            .option("userMetadata", batch_metadata(writer, batch_id))
+            .save(catalog.path(name))
+        )
+
+    with on_target(name):
+        retry_on_conflict(name, append)
+    crash_point(f"append:{name}")
     return True
 
 

@@ -43,6 +43,9 @@ from lakehouse.platform.catalog import (
     TableCatalog,
     register_table,
 )
+from lakehouse.platform.crash import crash_point
+from lakehouse.platform.errors import on_target
+from lakehouse.platform.retry import retry_on_conflict
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.tables import create_if_missing, delta_version, merge_metrics, overwrite
 from lakehouse.scoring.decisions import DecisionThresholds
@@ -392,23 +395,36 @@ def _merge_predictions(
             created here is always registered).
         timer: where the MERGE's and the metrics' wall times are recorded.
     """
-    before = delta_version(spark, catalog, GOLD_PREDICTIONS)
-    if before < 0:
-        create_if_missing(
-            spark,
-            catalog,
-            GOLD_PREDICTIONS,
-            spark.createDataFrame([], PREDICTIONS_SCHEMA),
-            comment="Model predictions of loan applications, one row per application and version",
-        )
-        before = delta_version(spark, catalog, GOLD_PREDICTIONS)
-    elif register:
-        register_table(spark, catalog, GOLD_PREDICTIONS)
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in PREDICTION_KEYS)
     if model_version is not None:
         on += f" AND t.`model_version` = {int(model_version)}"
-    target = DeltaTable.forPath(spark, catalog.path(GOLD_PREDICTIONS))
-    target.alias("t").merge(source.alias("s"), on).whenNotMatchedInsertAll().execute()
+
+    def merge() -> int:
+        """One attempt: the version before it, then the MERGE against the table as it is now."""
+        before = delta_version(spark, catalog, GOLD_PREDICTIONS)
+        if before < 0:
+            create_if_missing(
+                spark,
+                catalog,
+                GOLD_PREDICTIONS,
+                spark.createDataFrame([], PREDICTIONS_SCHEMA),
+                comment="Model predictions of loan applications, one row per application and "
+                "version",
+            )
+            before = delta_version(spark, catalog, GOLD_PREDICTIONS)
+        elif register:
+            register_table(spark, catalog, GOLD_PREDICTIONS)
+        target = DeltaTable.forPath(spark, catalog.path(GOLD_PREDICTIONS))
+        target.alias("t").merge(source.alias("s"), on).whenNotMatchedInsertAll().execute()
+        return before
+
+    # Batch scoring and the scoring stream MERGE into the same table, and a MERGE that read the
+    # files another one added at the same time fails with ConcurrentAppendException. Retrying is
+    # safe: the MERGE is insert-only on (application_id, model_version), so the retry matches
+    # the rows the other writer inserted and adds only the rest.
+    with on_target(GOLD_PREDICTIONS):
+        before = retry_on_conflict(GOLD_PREDICTIONS, merge)
+    crash_point(f"merge:{GOLD_PREDICTIONS}")
     if timer is not None:
         timer.lap("score and merge")
     # Versions and metrics come from the Delta log files themselves: no Spark job.

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from lakehouse.models.config import GATE_METRICS, GateConfig, TrainConfig
+from lakehouse.platform.errors import guarded
 from lakehouse.platform.session import configure_logging
 from lakehouse.platform.settings import Settings, load_settings
 from lakehouse.workflows.training import add_train_arguments, config_from_args, gate_from_args
@@ -129,17 +130,21 @@ def run_ingest(args: argparse.Namespace) -> int:
     """``ingest``: the pipeline's stages on one session, then ``feast apply`` after gold."""
     from lakehouse.features.store import apply
     from lakehouse.medallion.expectations import ExpectationFailed
-    from lakehouse.medallion.pipeline import STAGES, run_pipeline
+    from lakehouse.medallion.pipeline import STAGES, pipeline_lock, run_pipeline
+    from lakehouse.platform.locks import LockBusy
     from lakehouse.platform.session import job_session
 
     settings = load_settings()
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     views: list[str] = []
     try:
-        with job_session("mlflow-project-ingest", settings) as job:
+        with pipeline_lock(settings), job_session("mlflow-project-ingest", settings) as job:
             report = run_pipeline(job.spark, job.settings, job.catalog, stages)
             if "gold" in stages:
                 views = apply(job.settings)
+    except LockBusy as exc:
+        _error(exc)
+        return exc.exit_code
     except ExpectationFailed as exc:
         _error(exc)
         return EXIT_EXPECTATION
@@ -414,8 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    return int(args.handler(args))
+    name = f"mlproject-{getattr(args, 'command', None) or 'run'}"
+    configure_logging(args.verbose, name)
+    return guarded(name, lambda: int(args.handler(args)))
 
 
 if __name__ == "__main__":

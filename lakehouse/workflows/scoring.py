@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from pyspark.errors import StreamingQueryException
 
+from lakehouse.platform.errors import one_line
+from lakehouse.platform.logs import TERMINAL_ATTR
 from lakehouse.platform.session import job_session
 from lakehouse.scoring.decisions import DecisionThresholds
 
@@ -188,6 +190,12 @@ def batch_summary(report: ScoringReport) -> str:
 
 
 # --- Stream ----------------------------------------------------------------------------------
+def _stream_failed(exc: BaseException) -> ScoringError:
+    """The one-line error of a failed stream; its trace goes to the log file only."""
+    log.error("scoring stream failed", exc_info=exc, extra={TERMINAL_ATTR: False})
+    return ScoringError(f"scoring stream failed: {one_line(exc)}")
+
+
 class StopSignal:
     """Turns SIGTERM and SIGINT into a flag the main loop polls (no Spark call in a handler)."""
 
@@ -250,7 +258,7 @@ def run_stream(args: argparse.Namespace) -> StreamEnd:
             while query.isActive and not stop.event.is_set():
                 query.awaitTermination(1)
         except StreamingQueryException as exc:
-            raise ScoringError(f"scoring stream failed: {str(exc).splitlines()[0]}") from exc
+            raise _stream_failed(exc) from exc
         if stop.event.is_set():
             log.info("signal %s received: stopping the scoring stream", stop.received)
             query.stop()
@@ -258,6 +266,6 @@ def run_stream(args: argparse.Namespace) -> StreamEnd:
             return StreamEnd(stopped_by=stop.received)
         failure = query.exception()
         if failure is not None:
-            raise ScoringError(f"scoring stream failed: {str(failure).splitlines()[0]}")
+            raise _stream_failed(failure)
     log.info("scoring stream caught up and stopped")
     return StreamEnd(stopped_by=None)

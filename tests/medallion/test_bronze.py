@@ -306,7 +306,8 @@ FILES = StructType([StructField("value", StringType()), StructField("_source_fil
 @pytest.mark.parametrize(
     ("entity", "contents", "expected"),
     [
-        ("customers", ["{}\n\n{}\r\n", "", "  \n{}"], (3, 3, [])),
+        # A byte-order mark is not data: the line after it counts.
+        ("customers", ["{}\n\n{}\r\n", "", "  \n{}", "\ufeff{}\n"], (4, 4, [])),
         (
             "transactions",
             [
@@ -316,9 +317,11 @@ FILES = StructType([StructField("value", StringType()), StructField("_source_fil
                 "\n  \na,b\nT3",
                 "  \r\n\r\nh1,h2\r\nx,y\r\n",
                 "   ",
+                # A lone carriage return ends a line too: " ", " " and the header "z".
                 " \r \nz\r",
+                f"\ufeff{TXN_HEADER}\nT9,C1\n",
             ],
-            (7, 5, sorted([TXN_HEADER, "a,b", "h1,h2", " \r "])),
+            (8, 5, sorted([TXN_HEADER, "a,b", "h1,h2", "z"])),
         ),
     ],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,12 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.medallion.expectations import ExpectationFailed
-from lakehouse.medallion.pipeline import PipelineReport, for_each_entity, run_pipeline
+from lakehouse.medallion.pipeline import (
+    PIPELINE_LOCK,
+    PipelineReport,
+    for_each_entity,
+    run_pipeline,
+)
 from lakehouse.medallion.silver import accounting
 from lakehouse.platform.catalog import (
     BRONZE_TRANSACTIONS,
@@ -33,6 +39,7 @@ from lakehouse.platform.catalog import (
     TableCatalog,
     register_all,
 )
+from lakehouse.platform.locks import EXIT_BUSY, read_holder
 from lakehouse.platform.settings import Settings
 from lakehouse.simulation.generator import GenerationReport, GeneratorConfig, generate
 
@@ -253,3 +260,36 @@ def test_two_applications_read_the_same_tables_at_once(spark: SparkSession, worl
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
         assert str(expected) in out.split()
+
+
+@pytest.mark.slow
+def test_a_second_run_at_once_exits_75_naming_the_first(spark: SparkSession, world: World) -> None:
+    """Two ``lakehouse pipeline run`` at once: the second says who runs and exits 75 at once."""
+    exe = str(Path(sys.executable).with_name("lakehouse"))
+    env = {**_env(world.settings), "LAKEHOUSE_SPARK_MASTER": "local[1]"}
+    first = subprocess.Popen(
+        [exe, "pipeline", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while read_holder(world.settings.home, PIPELINE_LOCK) is None:
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        second = subprocess.run(
+            [exe, "pipeline", "run"], env=env, capture_output=True, text=True, timeout=300
+        )
+        first_out, first_err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert second.returncode == EXIT_BUSY == 75
+    assert second.stdout == ""
+    (line,) = second.stderr.strip().splitlines()
+    assert line.startswith(f"error: another pipeline run holds {world.settings.home}/locks/")
+    assert f"pid {first.pid} on " in line and "(lakehouse pipeline run)" in line
+    assert first.returncode == 0, first_err[-3000:]
+    assert first_out.startswith("pipeline ")
+    assert "Traceback" not in first_err + second.stderr
+    assert read_holder(world.settings.home, PIPELINE_LOCK) is None

@@ -277,10 +277,10 @@ def test_customers_drop_warn_dedup_rerun_and_update(
             customer("C1", day1),
             customer("C1", day1),  # exact duplicate
             customer("C2", day1),
-            customer("C3", day1, credit_score=900),  # dropped: credit_score_in_range
+            customer("C3", day1, credit_score=900),  # dropped: valid_credit_score
             customer("C4", day1, home_ownership="CASTLE"),  # warned, kept
             '{"customer_id": "C9", "name": ',  # malformed
-            customer("C5", day1, annual_income=-5),  # dropped: income_non_negative
+            customer("C5", day1, annual_income=-5),  # dropped: valid_annual_income
             customer("C6", day1, loyalty_tier="GOLD"),  # schema drift, kept
         ],
     )
@@ -333,14 +333,14 @@ def test_customers_drop_warn_dedup_rerun_and_update(
             Row("customers", "malformed", None, "run-1", source(paths, "customers", "2026-01-05")),
             Row(
                 "customers",
-                "credit_score_in_range",
+                "valid_credit_score",
                 "C3",
                 "run-1",
                 source(paths, "customers", "2026-01-05"),
             ),
             Row(
                 "customers",
-                "income_non_negative",
+                "valid_annual_income",
                 "C5",
                 "run-1",
                 source(paths, "customers", "2026-01-05"),
@@ -356,10 +356,15 @@ def test_customers_drop_warn_dedup_rerun_and_update(
         [
             Row("malformed", "drop", 9, 1),
             Row("schema_drift", "warn", 8, 1),
-            Row("valid_customer_id", "fail", 9, 0),
-            Row("valid_updated_at", "drop", 9, 0),
-            Row("income_non_negative", "drop", 8, 1),
-            Row("credit_score_in_range", "drop", 7, 1),
+            Row("valid_customer_id", "drop", 9, 0),
+            Row("valid_name", "drop", 9, 0),
+            Row("valid_birth_date", "drop", 9, 0),
+            Row("valid_annual_income", "drop", 8, 1),
+            Row("valid_employment_years", "drop", 8, 0),
+            Row("valid_home_ownership", "drop", 8, 0),
+            Row("valid_region", "drop", 8, 0),
+            Row("valid_credit_score", "drop", 7, 1),
+            Row("valid_updated_at", "drop", 7, 0),
             Row("known_home_ownership", "warn", 6, 1),
             Row("required_fields", "drop", 7, 0),
             Row("duplicates", "drop", 5, 2),
@@ -439,7 +444,7 @@ def test_batch_processor_holds_its_counts_and_writes_them_to_delta(
             raw_customer("C1"),
             raw_customer("C2"),
             raw_customer("C2"),  # exact duplicate
-            raw_customer("C3", income="-5"),  # dropped: income_non_negative
+            raw_customer("C3", income="-5"),  # dropped: valid_annual_income
             raw_customer("C4", home="CAVE"),  # warned, kept
         ],
     )
@@ -481,7 +486,7 @@ def test_batch_processor_holds_its_counts_and_writes_them_to_delta(
     )
     counts = {r["expectation"]: (r["passed"], r["failed"]) for r in recorded}
     assert counts[DUPLICATES] == (4, 2)
-    assert counts["income_non_negative"] == (6, 1)
+    assert counts["valid_annual_income"] == (6, 1)
     assert counts["known_home_ownership"] == (5, 1)
 
 
@@ -496,28 +501,31 @@ def test_fail_expectation_commits_nothing_and_the_batch_is_replayed(
     )
     ingest_entity(spark, catalog, "loan_applications", paths["landing"], paths["bronze"])
     tables = (SILVER_LOAN_APPLICATIONS, SILVER_QUARANTINE, SILVER_EXPECTATIONS)
+    # A caller's rule set may stop the batch on a missing key (no default rule does).
+    strict = [
+        Expectation("valid_application_id", "application_id IS NOT NULL", "fail"),
+        *[e for e in EXPECTATIONS["loan_applications"] if e.name != "valid_application_id"],
+    ]
 
     with pytest.raises(
         ExpectationFailed, match=r"'valid_application_id'.*1 row.*loan_applications"
     ):
-        build_silver_entity(spark, catalog, "loan_applications", paths["silver"], "run-1")
+        build_silver_entity(
+            spark, catalog, "loan_applications", paths["silver"], "run-1", expectations=strict
+        )
 
     versions = {n: catalog.version(spark, n) for n in tables}
     assert versions == {n: 0 for n in tables}  # created, nothing committed
     assert all(catalog.read(spark, n).count() == 0 for n in tables)
     # The checkpoint did not advance: the same batch fails again.
     with pytest.raises(ExpectationFailed, match="valid_application_id"):
-        build_silver_entity(spark, catalog, "loan_applications", paths["silver"], "run-2")
+        build_silver_entity(
+            spark, catalog, "loan_applications", paths["silver"], "run-2", expectations=strict
+        )
     assert {n: catalog.version(spark, n) for n in tables} == versions
 
-    # Fixed: the missing key is quarantined instead; the replayed batch now goes through.
-    fixed = [
-        Expectation("valid_application_id", "application_id IS NOT NULL", "drop"),
-        *[e for e in EXPECTATIONS["loan_applications"] if e.name != "valid_application_id"],
-    ]
-    result = build_silver_entity(
-        spark, catalog, "loan_applications", paths["silver"], "run-3", expectations=fixed
-    )
+    # With the default rules the missing key is quarantined; the replayed batch goes through.
+    result = build_silver_entity(spark, catalog, "loan_applications", paths["silver"], "run-3")
 
     assert (result.rows_read, result.inserted, result.quarantined) == (3, 1, 2)
     assertDataFrameEqual(
@@ -526,7 +534,7 @@ def test_fail_expectation_commits_nothing_and_the_batch_is_replayed(
     )
     assertDataFrameEqual(
         catalog.read(spark, SILVER_QUARANTINE).select("rule", "run_id"),
-        [Row("valid_application_id", "run-3"), Row("valid_term", "run-3")],
+        [Row("valid_application_id", "run-3"), Row("valid_term_months", "run-3")],
     )
 
 

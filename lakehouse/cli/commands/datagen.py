@@ -5,6 +5,8 @@ Examples::
     lakehouse datagen                                   # 2000 customers, 90 days
     lakehouse datagen --to-day 59 && lakehouse datagen --from-day 60   # same files, in two goes
     lakehouse datagen --customers 20000 --malformed-rate 0.01 --schema-drift-from-day 60
+    lakehouse datagen --hostile all                     # hostile files only (see --hostile)
+    lakehouse datagen --hostile bom,crlf,non_finite --seed 3
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from lakehouse.cli.console import render_rows
 from lakehouse.platform.settings import load_settings
 from lakehouse.simulation.generator import REPORT_HEADERS, GeneratorConfig, generate
+from lakehouse.simulation.hostile import HOSTILE_CLASSES, parse_classes, write_hostile
 
 _DEFAULTS = GeneratorConfig()
 
@@ -143,11 +146,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.drift_strength,
         help=f"size of the distribution drift (default {_DEFAULTS.drift_strength})",
     )
+    hostile = parser.add_argument_group("hostile inputs")
+    hostile.add_argument(
+        "--hostile",
+        type=_classes,
+        default=None,
+        metavar="CLASS[,CLASS]",
+        help="write only hostile files of these classes (or 'all') beside the drops, with "
+        "--seed: " + ", ".join(HOSTILE_CLASSES),
+    )
+    hostile.add_argument(
+        "--hostile-day",
+        type=_iso_date,
+        default=None,
+        help="date of the hostile files' valid records, YYYY-MM-DD (default: yesterday)",
+    )
     parser.set_defaults(handler=partial(run, parser))
 
 
+def _classes(text: str) -> tuple[str, ...]:
+    try:
+        return parse_classes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Generate the drops and print what was written."""
+    """Generate the drops (or the hostile files) and print what was written."""
+    if args.hostile is not None:
+        return _run_hostile(args)
     to_day = args.days - 1 if args.to_day is None else args.to_day
     if to_day >= args.days:
         parser.error(f"argument --to-day: must be below --days ({args.days}), got {to_day}")
@@ -181,4 +208,14 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         f"({config.date_of(args.from_day)} .. {config.date_of(to_day)}) to {landing}"
     )
     print(render_rows([h.replace("_", " ") for h in REPORT_HEADERS], report.rows()))
+    return 0
+
+
+def _run_hostile(args: argparse.Namespace) -> int:
+    landing = args.landing_dir or load_settings().landing_dir
+    report = write_hostile(landing, args.hostile, seed=args.seed, day=args.hostile_day)
+    print(
+        f"wrote {len(report.files)} hostile file(s) of {len(args.hostile)} class(es) to {landing}"
+    )
+    print(render_rows(["class", "entity", "file", "lines", "accepted"], report.rows()))
     return 0

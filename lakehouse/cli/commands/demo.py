@@ -18,8 +18,9 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from lakehouse.cli.console import format_seconds, render_rows
-from lakehouse.medallion.pipeline import quarantine_counts, run_pipeline
+from lakehouse.medallion.pipeline import pipeline_lock, quarantine_counts, run_pipeline
 from lakehouse.platform.catalog import GOLD_PREDICTIONS, TableCatalog
+from lakehouse.platform.locks import LockBusy
 from lakehouse.platform.session import JobContext, job_session
 from lakehouse.platform.settings import Settings, load_settings
 from lakehouse.platform.tables import describe
@@ -175,10 +176,14 @@ def run(args: argparse.Namespace) -> int:
     outcome: dict[str, Any] = {}
     with job_session("lakehouse-demo", settings) as job:
         try:
-            _step(2, "pipeline", lambda: pipeline(job))
+            with pipeline_lock(settings):
+                _step(2, "pipeline", lambda: pipeline(job))
             _step(3, "feature store", lambda: feature_store(job))
             _step(4, "training", lambda: train(job))
             _step(5, "scoring", lambda: score(job))
+        except LockBusy as exc:
+            print(f"error: {exc}; the demo stopped (run it again when that ends)", file=sys.stderr)
+            return exc.exit_code
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

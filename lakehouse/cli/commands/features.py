@@ -29,9 +29,9 @@ def _store() -> ModuleType:
 
 def _spark(settings: Any) -> Any:
     """The platform's SparkSession for these commands (Feast reuses it)."""
-    from lakehouse.platform.spark import get_spark  # imports pyspark: on use, as above
+    from lakehouse.platform.session import platform_spark  # imports pyspark: on use, as above
 
-    spark = get_spark(settings, app_name="lakehouse-features", register_tables=False)
+    spark = platform_spark(settings, "lakehouse-features", register_tables=False)
     _store().use_session(spark)
     return spark
 

@@ -7,8 +7,10 @@ import sys
 
 from lakehouse.cli.console import render_df, render_rows
 from lakehouse.platform.catalog import split_name
+from lakehouse.platform.errors import report
+from lakehouse.platform.session import platform_spark
 from lakehouse.platform.settings import load_settings
-from lakehouse.platform.spark import get_spark, table_catalog
+from lakehouse.platform.spark import table_catalog
 from lakehouse.platform.tables import describe, history
 
 
@@ -35,15 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_sql(args: argparse.Namespace) -> int:
     """Execute the statement and print the result."""
-    spark = get_spark(load_settings(), app_name="lakehouse-sql")
+    spark = platform_spark(load_settings(), "lakehouse-sql")
     try:
         from pyspark.errors import PySparkException
 
         try:
             df = spark.sql(args.statement)
         except PySparkException as exc:
-            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 1
+            return report(exc, "lakehouse sql")
         print(render_df(df, limit=args.limit))
         return 0
     finally:
@@ -53,7 +54,7 @@ def run_sql(args: argparse.Namespace) -> int:
 def run_tables(args: argparse.Namespace) -> int:
     """Print every table with its location, row count and version."""
     settings = load_settings()
-    spark = get_spark(settings, app_name="lakehouse-tables")
+    spark = platform_spark(settings, "lakehouse-tables")
     try:
         catalog = table_catalog(settings)
         infos = [describe(spark, catalog, name) for name in catalog.list_tables(spark)]
@@ -79,7 +80,7 @@ def run_history(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = load_settings()
-    spark = get_spark(settings, app_name="lakehouse-history")
+    spark = platform_spark(settings, "lakehouse-history")
     try:
         catalog = table_catalog(settings)
         if not catalog.exists(spark, args.table):

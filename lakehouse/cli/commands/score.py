@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "is resolved again at every micro-batch.",
     )
     add_stream_arguments(stream)
-    stream.set_defaults(handler=score_stream_command)
+    # A service that runs until stopped: its progress lines (each micro-batch) on the terminal.
+    stream.set_defaults(handler=score_stream_command, progress=True)
 
 
 def score_batch_command(args: argparse.Namespace) -> int:
