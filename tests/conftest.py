@@ -49,7 +49,16 @@ def with_codegen(env: dict[str, str]) -> dict[str, str]:
 #: --no-loadscope-reorder``), so the long ones start first and the short ones fill the end.
 SLOW_MODULES_FIRST = (
     "test_workflows_ci.py",
+    "test_crash_recovery.py",
+    "test_endpoint_cli.py",
+    "test_concurrency.py",
     "test_scoring.py",
+    "test_monitoring.py",
+    "test_feature_lookup.py",
+    "test_server.py",
+    "test_canary.py",
+    "test_hostile.py",
+    "test_conflicts.py",
     "test_pipeline.py",
     "test_lifecycle.py",
     "test_features.py",

@@ -122,4 +122,18 @@ def test_compose_file_defines_the_cluster_and_services() -> None:
     worker_cmd = services["spark-worker-2"]["command"]
     assert worker_cmd[-1] == "spark://spark-master:7077"
     assert (REPO / services["spark-master"]["build"]["dockerfile"]).is_file()
-    assert set(compose["volumes"]) == {"lakehouse-data", "redis-data", "postgres-data"}
+    assert {"serving", "prometheus", "grafana"} <= set(services)
+    assert set(compose["volumes"]) == {
+        "lakehouse-data",
+        "redis-data",
+        "postgres-data",
+        "prometheus-data",
+        "grafana-data",
+    }
+    for name, service in services.items():  # every named volume a service mounts is declared
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in compose["volumes"], (name, volume)
+            else:
+                assert (REPO / source).exists(), (name, volume)

@@ -43,7 +43,6 @@ import pandas as pd
 import yaml
 from feast import Entity, FeatureService, FeatureStore, FeatureView
 from feast.data_source import DataSource
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 from feast.table_format import DeltaFormat
 from pyspark.sql import DataFrame, SparkSession
@@ -62,14 +61,14 @@ log = logging.getLogger(__name__)
 #: The feature service the model trains and scores with.
 FEATURE_SERVICE = "credit_risk_v1"
 #: Feast project name (``project`` in ``feature_store.yaml``).
-PROJECT = "lakehouse"
+PROJECT = online.PROJECT
 #: Overrides where the declarative Feast repository lives.
 FEATURE_REPO_ENV = "LAKEHOUSE_FEATURE_REPO"
 #: ``feast`` switches the SQLite online store back to Feast's own (store and batch engine);
 #: Tag on each source and view naming its gold table (see ``feature_repo/definitions.py``).
 TABLE_TAG = "lakehouse_table"
 #: Entity join key of every feature view.
-ENTITY_KEY = "customer_id"
+ENTITY_KEY = online.ENTITY_KEY
 #: Event-time column of entity frames given to :func:`historical_features`.
 EVENT_TIMESTAMP = "event_timestamp"
 
@@ -440,41 +439,13 @@ def online_features(settings: Settings, customer_ids: Sequence[str]) -> pd.DataF
 
 
 # --- Point reads -----------------------------------------------------------------------------
-class OnlineFeatureReader:
-    """Point reads of the service's features for the platform's low-latency callers.
-
-    Resolves the service once (registry read, one prepared query over the views' SQLite tables
-    through :meth:`LakehouseSqliteOnlineStore.point_reader`), then each :meth:`get` is one
-    indexed query; values decode as ``get_online_features`` decodes them. It skips the SDK's
-    per-call registry lookups and response building, so it stays several times faster.
-    """
+class OnlineFeatureReader(online.OnlineFeatureReader):
+    """:class:`lakehouse.features.online.OnlineFeatureReader` on the store of ``settings``."""
 
     def __init__(self, settings: Settings, service: str = FEATURE_SERVICE) -> None:
         """Open the SQLite online store of ``settings`` for ``service``."""
         _require_sqlite(settings)
-        store = feature_store(settings)
-        fs = store.get_feature_service(service)
-        self.feature_columns: list[str] = []
-        views: list[tuple[FeatureView, list[str]]] = []
-        for projection in fs.feature_view_projections:
-            wanted = [f.name for f in projection.features]
-            views.append((store.get_feature_view(projection.name), wanted))
-            self.feature_columns.extend(wanted)
-        self._online = LakehouseSqliteOnlineStore()
-        self._reader = self._online.point_reader(store.config, views)
-
-    def get(self, customer_id: str) -> dict[str, Any]:
-        """The feature values of one customer; every feature None when unknown."""
-        out: dict[str, Any] = dict.fromkeys(self.feature_columns)
-        for name, blob in self._reader.rows(ENTITY_KEY, customer_id):
-            value = ValueProto.FromString(blob)
-            kind = value.WhichOneof("val")
-            out[name] = getattr(value, kind) if kind else None
-        return out
-
-    def close(self) -> None:
-        """Close the SQLite connection."""
-        self._online.close_connection()
+        super().__init__(feature_store(settings), service)
 
 
 def online_features_fast(settings: Settings, customer_ids: Sequence[str]) -> pd.DataFrame:
