@@ -140,6 +140,10 @@ _GATE_KEYS: dict[str, type] = {
 _TYPE_NAMES: dict[type, str] = {str: "a string", float: "a number", bool: "true or false"}
 
 
+#: The section of the gate file that holds the canary analysis's thresholds.
+CANARY_SECTION = "canary"
+
+
 def default_gate_file(cwd: Path | None = None) -> Path | None:
     """``./ml_gate.yaml`` when it exists (in ``cwd``, default the working directory), else None."""
     path = (cwd or Path.cwd()) / GATE_FILE
@@ -176,6 +180,8 @@ def load_gate_config(path: str | Path) -> GateConfig:
         raise ValueError(
             f"gate file {path} must be a mapping of {', '.join(_GATE_KEYS)}, got {data!r}"
         )
+    # The canary's thresholds share the file (lakehouse.scoring.canary reads that section).
+    data = {k: v for k, v in data.items() if k != CANARY_SECTION}
     unknown = sorted(str(k) for k in data if k not in _GATE_KEYS)
     if unknown:
         raise ValueError(

@@ -41,6 +41,10 @@ GOLD_PREDICTIONS = "gold.predictions"
 GOLD_PREDICTION_OUTCOMES = "gold.prediction_outcomes"
 GOLD_MODEL_GATE_AUDIT = "gold.model_gate_audit"
 
+# Gold, from serving: every answered request per served entity, and every decision on an endpoint.
+GOLD_INFERENCE_LOG = "gold.inference_log"
+GOLD_SERVING_DECISIONS = "gold.serving_decisions"
+
 #: The entities of the raw world, in the order the pipeline processes them.
 ENTITIES: tuple[str, ...] = ("customers", "transactions", "loan_applications", "repayments")
 

@@ -50,6 +50,11 @@ def test_the_repository_gate_file_holds_the_built_in_defaults() -> None:
     assert load_gate_config(REPO / GATE_FILE) == GateConfig()
 
 
+def test_the_gate_leaves_the_canary_section_to_the_canary(tmp_path: Path) -> None:
+    path = write(tmp_path / "gate.yaml", "tolerance: 0.03\ncanary:\n  max_psi: 0.1\n")
+    assert load_gate_config(path) == GateConfig(tolerance=0.03)
+
+
 def test_load_gate_config_reads_every_field(tmp_path: Path) -> None:
     path = write(
         tmp_path / "gate.yaml",
