@@ -18,10 +18,12 @@ Each step's output is kept next to its script in the test's ``runner-temp`` fold
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +38,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 WORKFLOW = WORKFLOWS / "ml-ci.yml"
+CD_WORKFLOW = WORKFLOWS / "ml-cd.yml"
 SCRIPT = REPO_ROOT / ".github" / "scripts" / "ml_ci.py"
 
 #: The actionlint ``.ci/run`` installs, under ``$XDG_CACHE_HOME/actionlint/<version>/bin``.
@@ -239,6 +242,40 @@ def test_gate_script_reads_what_lakehouse_train_prints(
     assert script.main(["gate", str(train_txt)]) == 1
 
 
+def test_cd_runs_after_a_green_ci_on_main_and_deploys_through_a_canary() -> None:
+    workflow = load_workflow(CD_WORKFLOW)
+    run = workflow["on"]["workflow_run"]
+    assert run["workflows"] == ["ml-ci"] and run["types"] == ["completed"]
+    assert run["branches"] == ["main"] and "workflow_dispatch" in workflow["on"]
+    assert workflow["permissions"] == {"contents": "read", "actions": "read"}
+    (job,) = workflow["jobs"].values()
+    assert "workflow_run.conclusion == 'success'" in job["if"]
+    (download,) = uses(job, "actions/download-artifact")
+    ci_uploads = [
+        s for j in load_workflow()["jobs"].values() for s in uses(j, "actions/upload-artifact")
+    ]
+    assert download["with"]["name"] in {s["with"]["name"] for s in ci_uploads}
+    assert "github.event.workflow_run.id" in download["with"]["run-id"]
+    runs = [str(s.get("run", "")) for s in steps_of(job)]
+    expected = [
+        "make setup",
+        "ml_cd.py champion",
+        "--no-promote",
+        "lakehouse serve",
+        "lakehouse endpoint canary",
+        "ml_cd.py replay",
+        "lakehouse endpoint analyze",
+        "ml_cd.py verify",
+        "ml_cd.py stop",
+    ]
+    positions = [next(i for i, text in enumerate(runs) if c in text) for c in expected]
+    assert positions == sorted(positions), "the CD steps are out of order"
+    (stop,) = [s for s in steps_of(job) if "ml_cd.py stop" in str(s.get("run", ""))]
+    assert stop["if"] == "always()"
+    for script in re.findall(r"\.github/scripts/\S+", all_run_text(workflow)):
+        assert (REPO_ROOT / script.strip("\"'")).is_file(), script
+
+
 # --- The workflow run (slow) -------------------------------------------------------------------
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
@@ -247,8 +284,15 @@ EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 class Runner:
     """Runs the ``run:`` steps of a workflow's jobs in one workspace, as a GitHub runner would."""
 
-    def __init__(self, workflow: dict[str, Any], workspace: Path, base_env: dict[str, str]):
+    def __init__(
+        self,
+        workflow: dict[str, Any],
+        workspace: Path,
+        base_env: dict[str, str],
+        event: str = "push",
+    ):
         self.workflow = workflow
+        self.event = event
         self.workspace = workspace
         self.base_env = base_env
         self.temp = workspace.parent / "runner-temp"
@@ -266,6 +310,8 @@ class Runner:
             return "Linux"
         if expr == "runner.temp":
             return str(self.temp)
+        if expr == "github.event_name":
+            return self.event
         if parts[0] == "env" and len(parts) == 2:
             return ctx["env"].get(parts[1], "")
         if parts[0] == "steps" and len(parts) == 4 and parts[2] == "outputs":
@@ -423,15 +469,23 @@ def test_ml_ci_workflow_runs_in_a_clean_clone(tmp_path: Path) -> None:
     runner = Runner(workflow, workspace, runner_env(tmp_path / "toolcache"))
     runner.base_env["GITHUB_WORKSPACE"] = str(workspace)
     runner.base_env["RUNNER_TEMP"] = str(runner.temp)
+    # ml-cd.yml then runs on the state ml-ci left in the workspace (on GitHub: its artifact).
+    cd_workflow = load_workflow(workspace / ".github" / "workflows" / "ml-cd.yml")
+    cd_runner = Runner(cd_workflow, workspace, runner.base_env, event="workflow_run")
+    cd_runner.temp = runner.temp
     timings = []
     started = time.monotonic()
     try:
         for job_id in job_order(workflow["jobs"]):
             timings += runner.run_job(job_id)
+        for job_id in job_order(cd_workflow["jobs"]):
+            timings += cd_runner.run_job(job_id)
     finally:  # the clone's virtual env is 1.8 GB; the steps' logs stay in runner-temp
+        stop_server(workspace / ".lakehouse" / "ci" / "serve.pid")
         shutil.rmtree(workspace / ".venv", ignore_errors=True)
     report = "\n".join(f"{seconds:7.1f} s  {name}" for name, seconds in timings)
-    print(f"\n{report}\n{time.monotonic() - started:7.1f} s  in all\n" + "\n".join(runner.log))
+    log = runner.log + cd_runner.log
+    print(f"\n{report}\n{time.monotonic() - started:7.1f} s  in all\n" + "\n".join(log))
 
     lifecycle = runner.outputs["lifecycle"]
     jars = (workspace / "lakehouse" / "platform" / "jars.py").read_text()
@@ -442,3 +496,19 @@ def test_ml_ci_workflow_runs_in_a_clean_clone(tmp_path: Path) -> None:
     summary = "".join(runner.summaries)
     assert f"| credit_risk_model | {gate['version']} | `{gate['run-id']}` |" in summary
     print(summary)
+
+    (cd_job,) = cd_runner.outputs.values()
+    candidate = cd_job["candidate"]
+    assert candidate["verdict"] == "challenger", candidate
+    assert int(candidate["version"]) == int(gate["version"]) + 1
+    assert cd_job["analysis"]["outcome"] in ("promoted", "rolled-back")
+    cd_summary = "".join(cd_runner.summaries)
+    assert f"version {candidate['version']}: **{cd_job['analysis']['outcome']}**" in cd_summary
+    print(cd_summary)
+
+
+def stop_server(pid_file: Path) -> None:
+    """Kill a serving process a failed CD run left behind."""
+    if pid_file.is_file():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
