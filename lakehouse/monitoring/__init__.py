@@ -1,0 +1,2 @@
+"""Monitors in the shape of Databricks Lakehouse Monitoring: definitions, profile and drift
+metrics tables, incremental refreshes."""

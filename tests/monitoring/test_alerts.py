@@ -1,0 +1,181 @@
+"""Alert rules: parsing, consecutive windows, the alerts table and the actions' bookkeeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from lakehouse.monitoring.alerts import (
+    DEFAULT_RULES,
+    AlertRule,
+    alerts_table_name,
+    evaluate_rules,
+    load_rules,
+    record_alerts,
+)
+from lakehouse.monitoring.definition import MonitorError, MonitorInfo, MonitorTimeSeries
+from lakehouse.monitoring.metrics import DRIFT_SCHEMA, PROFILE_SCHEMA
+from lakehouse.monitoring.refresh import _frame
+from lakehouse.platform.catalog import TableCatalog
+from lakehouse.platform.tables import delta_version
+from lakehouse.workflows.monitoring import actions_table_name, pending_alerts, run_actions
+from tests.conftest import REPO_ROOT
+
+DAY = 86400
+START = int(dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp())
+INFO = MonitorInfo(
+    table_name="silver.events",
+    output_schema_name="silver",
+    time_series=MonitorTimeSeries("ts", ["1 day"]),
+    baseline_table_name="silver.events_baseline",
+)
+
+
+def test_the_default_rules_are_the_repository_s_rules_file() -> None:
+    assert tuple(load_rules(REPO_ROOT / "monitoring_rules.yaml")) == DEFAULT_RULES
+    rules = {r.name: r for r in DEFAULT_RULES}
+    psi, auc = rules["input_psi"], rules["champion_roc_auc"]
+    assert (psi.metric, psi.above, psi.consecutive, psi.granularity, psi.drift_type) == (
+        "population_stability_index",
+        0.2,
+        2,
+        "1 day",
+        "BASELINE",
+    )
+    assert psi.columns == "inputs" and psi.action == "retrain"
+    assert (auc.metric, auc.below_holdout, auc.granularity, auc.model) == (
+        "roc_auc_score",
+        0.05,
+        "1 week",
+        "champion",
+    )
+    assert rules["default_rate_shift"].columns == "label"
+
+
+def test_rules_file_round_trip_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: psi\n    metric: population_stability_index\n    above: 0.3\n"
+        "    consecutive: 3\n    columns: [income]\n"
+    )
+    (rule,) = load_rules(path)
+    assert rule == AlertRule(
+        name="psi",
+        metric="population_stability_index",
+        above=0.3,
+        consecutive=3,
+        columns=["income"],
+    )
+    path.write_text("rules:\n  - name: x\n    metric: m\n    above: 1\n    colour: red\n")
+    with pytest.raises(MonitorError, match=r"unknown key.*colour"):
+        load_rules(path)
+    path.write_text("rules:\n  - name: x\n    metric: m\n    above: 1\n    below: 0\n")
+    with pytest.raises(MonitorError, match="exactly one of above, below"):
+        load_rules(path)
+    path.write_text("rules:\n  - name: x\n    metric: m\n    above: 1\n    action: page\n")
+    with pytest.raises(MonitorError, match="action must be one of retrain"):
+        load_rules(path)
+    with pytest.raises(MonitorError, match="no rules file"):
+        load_rules(tmp_path / "missing.yaml")
+
+
+def _drift_rows(column: str, values: list[float | None]) -> list[dict]:
+    return [
+        {
+            "window_start": START + i * DAY,
+            "window_end": START + (i + 1) * DAY,
+            "granularity": "1 day",
+            "column_name": column,
+            "data_type": "double",
+            "drift_type": "BASELINE",
+            "monitor_version": 1,
+            "population_stability_index": value,
+        }
+        for i, value in enumerate(values)
+    ]
+
+
+@pytest.fixture
+def drifted(spark: SparkSession, catalog: TableCatalog) -> TableCatalog:
+    """A monitored table and a hand-written drift table: x breaches 0.2 on days 1, 2, 4, 5, 6;
+    y on day 3 alone."""
+    spark.createDataFrame(
+        [(dt.datetime(2026, 1, 5), 1.0, 2.0)], "ts timestamp, x double, y double"
+    ).write.format("delta").save(catalog.path(INFO.table_name))
+    rows = _drift_rows("x", [0.1, 0.3, 0.25, 0.2, 0.5, 0.21, 0.9])
+    rows += _drift_rows("y", [0.0, 0.1, 0.05, 0.4, None, 0.1, 0.1])
+    _frame(spark, rows, DRIFT_SCHEMA, with_cmp=True).write.format("delta").save(
+        catalog.path(INFO.drift_metrics_table_name)
+    )
+    _frame(spark, [], PROFILE_SCHEMA, with_cmp=False).write.format("delta").save(
+        catalog.path(INFO.profile_metrics_table_name)
+    )
+    return catalog
+
+
+PSI_TWICE = AlertRule(
+    name="psi",
+    metric="population_stability_index",
+    above=0.2,
+    consecutive=2,
+    action="retrain",
+)
+
+
+def test_a_rule_fires_on_consecutive_breaches_only(
+    spark: SparkSession, drifted: TableCatalog
+) -> None:
+    alerts = evaluate_rules(spark, drifted, INFO, [PSI_TWICE])
+    assert [(a.column_name, (a.window_start - START) // DAY) for a in alerts] == [
+        ("x", 2),
+        ("x", 5),
+        ("x", 6),
+    ]
+    day2 = alerts[0]
+    assert day2.value == 0.25 and day2.threshold == 0.2 and day2.comparison == "above"
+    assert day2.figures == [
+        {"window_start": START + DAY, "value": 0.3},
+        {"window_start": START + 2 * DAY, "value": 0.25},
+    ]
+    # The model's rules have nothing to read on a time-series monitor.
+    defaults = evaluate_rules(spark, drifted, INFO, DEFAULT_RULES)
+    assert [(a.rule, a.window_start) for a in defaults] == [
+        ("input_psi", a.window_start) for a in alerts
+    ]
+    once = AlertRule(name="once", metric="population_stability_index", above=0.35)
+    fired = evaluate_rules(spark, drifted, INFO, [once])
+    assert sorted((a.column_name, (a.window_start - START) // DAY) for a in fired) == [
+        ("x", 4),
+        ("x", 6),
+        ("y", 3),
+    ]
+
+
+def test_alerts_are_recorded_once_and_acted_on_once(
+    spark: SparkSession, drifted: TableCatalog
+) -> None:
+    alerts = evaluate_rules(spark, drifted, INFO, [PSI_TWICE])
+    assert len(record_alerts(spark, drifted, INFO, alerts)) == 3
+    version = delta_version(spark, drifted, alerts_table_name(INFO))
+    assert record_alerts(spark, drifted, INFO, alerts) == []
+    assert delta_version(spark, drifted, alerts_table_name(INFO)) == version
+    stored = drifted.read(spark, alerts_table_name(INFO)).orderBy("window.start").collect()
+    assert [r["rule"] for r in stored] == ["psi"] * 3 and stored[0]["source_version"] == 0
+
+    calls: list[int] = []
+
+    def retrain(spark, settings, catalog):  # the action's effect, recorded for the check
+        calls.append(1)
+        return "run-1", 7, "challenger"
+
+    (record,) = run_actions(spark, None, drifted, INFO, retrain_fn=retrain)  # type: ignore[arg-type]
+    assert (record.status, record.run_id, record.model_version) == ("challenger", "run-1", 7)
+    assert sorted(record.alert_ids) == sorted(a.alert_id for a in alerts)
+    assert run_actions(spark, None, drifted, INFO, retrain_fn=retrain) == []  # type: ignore[arg-type]
+    assert calls == [1] and pending_alerts(spark, drifted, INFO) == []
+    row = drifted.read(spark, actions_table_name(INFO)).first()
+    assert row["verdict"] == "challenger" and row["model_version"] == 7
