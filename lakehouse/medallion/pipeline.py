@@ -44,6 +44,7 @@ from lakehouse.medallion.silver import (
     SilverResult,
     build_silver_entity,
     ensure_shared_tables,
+    orphan_counts,
     silver_table,
 )
 from lakehouse.platform.catalog import (
@@ -90,6 +91,8 @@ class PipelineReport:
     silver: list[Any] = field(default_factory=list)
     gold: dict[str, int] = field(default_factory=dict)
     timings: list[StageTiming] = field(default_factory=list)
+    #: Silver rows per entity whose customer (or application) is unknown, held out of gold.
+    orphans: dict[str, int] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -100,6 +103,12 @@ class PipelineReport:
     def rows_ingested(self) -> int:
         """Rows appended to bronze by this run."""
         return sum(int(getattr(r, "rows", 0)) for r in self.bronze)
+
+    @property
+    def held(self) -> str:
+        """The orphans as ``held (reference unknown): transactions 2, ...``; empty if none."""
+        held = [f"{entity} {n}" for entity, n in self.orphans.items() if n]
+        return f"held (reference unknown): {', '.join(held)}" if held else ""
 
 
 def pipeline_lock(settings: Settings, wait: float = 0.0) -> AbstractContextManager[Holder]:
@@ -341,6 +350,8 @@ def run_pipeline(
             report.gold = build_gold(spark, catalog, parallel)
         report.timings.append(StageTiming(stage, time.perf_counter() - started))
     register_all(spark, catalog)
+    if "silver" in stages:
+        report.orphans = orphan_counts(spark, catalog)
     log.info(
         "pipeline %s: %s (%.1fs)",
         report.run_id,

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, IntegerType, StringType
@@ -73,13 +74,22 @@ from lakehouse.platform.catalog import (
     SILVER_QUARANTINE,
     TableCatalog,
 )
-from lakehouse.platform.tables import append_batch, create_if_missing, has_commit, merge_upsert
+from lakehouse.platform.tables import (
+    append_batch,
+    batch_metadata,
+    committed_batch,
+    create_if_missing,
+    has_commit,
+    merge_upsert,
+)
 
 log = logging.getLogger(__name__)
 
 _RAW_RECORD = "_raw_record"
 _METADATA = ("_source_file", "_ingested_at")
 _VERSIONS = "_versions"  # distinct records of a key in a batch, see deduplicate()
+#: The session setting Delta records as a commit's ``userMetadata``.
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 #: The counts of :class:`SilverResult` a build adds up over its micro-batches.
 _TOTALS = (
     "rows_read",
@@ -324,7 +334,8 @@ class SilverBatchProcessor:
     per-batch counts are in ``silver.expectation_results`` as well.
 
     Args:
-        spark: the session the build runs on (MERGEs and tables are registered through it).
+        spark: the session the build runs on (tables are registered through it; each MERGE
+            runs on its micro-batch's own session, which carries the batch's commit mark).
         catalog: where the silver tables live.
         entity: the entity built.
         checkpoint_dir: the stream's checkpoint (its id marks the appends).
@@ -474,37 +485,69 @@ class SilverBatchProcessor:
 
         Returns (inserted, updated, unique keys, distinct records). The first batch into a
         table this build has just created is appended, since there is nothing to MERGE with;
-        later batches are MERGEd.
+        later batches are MERGEd. Either commit is marked with the batch
+        (:func:`lakehouse.platform.tables.batch_metadata`), so a batch an earlier attempt wrote
+        but did not checkpoint is not written again but counted as that attempt counted it.
         """
         columns = [f.name for f in SILVER_SCHEMAS[self.entity].fields]
         deduped = deduplicate(
             flagged.passed_rows(rows).select(*columns), self.entity, versions=_VERSIONS
         )
-        updated = 0
-        if self.empty_target:
+        if batch_id == self.replayed and (
+            committed_batch(self.spark, self.catalog, self.target, app_id) >= batch_id
+        ):
+            unique_keys, distinct_rows = _count_sizes(deduped)
+            inserted, updated = self._earlier_write(app_id, batch_id, unique_keys)
+        elif self.empty_target:
             observed = Observation(f"{self.target}:{batch_id}")
             written = deduped.observe(observed, *_size_columns()).drop(_VERSIONS)
-            if append_batch(written, self.catalog, self.target, app_id, batch_id, self.replayed):
-                unique_keys, distinct_rows = _sizes(observed.get)
-            else:  # an earlier attempt appended this batch: count it again
-                unique_keys, distinct_rows = _count_sizes(deduped)
-            inserted = unique_keys
+            append_batch(written, self.catalog, self.target, app_id, batch_id, replayed=None)
+            unique_keys, distinct_rows = _sizes(observed.get)
+            inserted, updated = unique_keys, 0
         else:
             # A MERGE may read its source more than once: count before, not on the way.
             unique_keys, distinct_rows = _count_sizes(deduped)
-            metrics = merge_upsert(
-                self.spark,
-                self.catalog,
-                self.target,
-                deduped.drop(_VERSIONS),
-                list(BUSINESS_KEYS[self.entity]),
-                update_condition=_newer_and_different(self.entity),
-                read_history=False,
-            )
+            # The batch's own session (the stream's, used by no other thread) carries the mark
+            # into the MERGE's commit: a MERGE takes commit metadata only from the session.
+            session = rows.sparkSession
+            session.conf.set(USER_METADATA_CONF, batch_metadata(app_id, batch_id))
+            try:
+                metrics = merge_upsert(
+                    session,
+                    self.catalog,
+                    self.target,
+                    deduped.drop(_VERSIONS),
+                    list(BUSINESS_KEYS[self.entity]),
+                    update_condition=_newer_and_different(self.entity),
+                    read_history=False,
+                )
+            finally:
+                session.conf.unset(USER_METADATA_CONF)
             inserted = metrics.get("numTargetRowsInserted", 0)
             updated = metrics.get("numTargetRowsUpdated", 0)
         self.empty_target = False
         return inserted, updated, unique_keys, distinct_rows
+
+    def _earlier_write(self, app_id: str, batch_id: int, unique_keys: int) -> tuple[int, int]:
+        """(inserted, updated) by the commit of ``batch_id`` an earlier attempt made.
+
+        A MERGE's counts are in its commit's metrics; a first-fill append inserted every key.
+        Asked only of a replayed batch, so reading the table's history costs nothing otherwise.
+        """
+        commit = (
+            DeltaTable.forPath(self.spark, self.catalog.path(self.target))
+            .history()
+            .where(F.col("userMetadata") == batch_metadata(app_id, batch_id))
+            .select("operation", "operationMetrics")
+            .first()
+        )
+        if commit is None or commit["operation"] != "MERGE":
+            return unique_keys, 0
+        metrics = commit["operationMetrics"] or {}
+        return (
+            int(metrics.get("numTargetRowsInserted") or 0),
+            int(metrics.get("numTargetRowsUpdated") or 0),
+        )
 
     def _record_counts(
         self, counts: Sequence[ExpectationCount], now: datetime, app_id: str, batch_id: int

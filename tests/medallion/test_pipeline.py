@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from lakehouse.medallion.expectations import ExpectationFailed
+from lakehouse.medallion.contracts import RAW_FIELDS
+from lakehouse.medallion.expectations import EXPECTATIONS, Expectation, ExpectationFailed
 from lakehouse.medallion.pipeline import (
     PIPELINE_LOCK,
     PipelineReport,
@@ -56,6 +57,8 @@ CONFIG = GeneratorConfig(
 )
 FIRST_DAYS = range(0, 35)
 LAST_DAYS = range(35, 40)
+ORPHAN_CUSTOMER = "C999999"
+ORPHAN_TRANSACTION = f"T9999999999,{ORPHAN_CUSTOMER},12.50,GROCERY,ONLINE,2026-02-06T10:00:00Z"
 
 
 @dataclass
@@ -126,10 +129,18 @@ def test_rerun_ingests_nothing_and_changes_nothing(spark: SparkSession, world: W
 def test_new_drop_is_picked_up_once(spark: SparkSession, world: World) -> None:
     before = world.catalog.read(spark, BRONZE_TRANSACTIONS).count()
     later = generate(world.settings.landing_dir, CONFIG, days=LAST_DAYS)
+    # A transaction of a customer no file holds: kept in silver, reported, held out of gold.
+    orphan = world.settings.landing_dir / "transactions" / "transactions_orphan.csv"
+    orphan.write_text(f"{','.join(RAW_FIELDS['transactions'])}\n{ORPHAN_TRANSACTION}\n")
     report = run_pipeline(spark, world.settings, world.catalog)
     after = world.catalog.read(spark, BRONZE_TRANSACTIONS).count()
-    assert after - before == later.entities["transactions"].lines
-    assert report.rows_ingested == later.total_lines
+    assert after - before == later.entities["transactions"].lines + 1
+    assert report.rows_ingested == later.total_lines + 1
+    assert world.report.orphans == {"transactions": 0, "loan_applications": 0, "repayments": 0}
+    assert report.orphans["transactions"] == 1
+    assert report.held == "held (reference unknown): transactions 1"
+    features = world.catalog.read(spark, GOLD_CUSTOMER_TRANSACTIONS)
+    assert features.where(f"customer_id = '{ORPHAN_CUSTOMER}'").count() == 0
     for entity in ENTITIES:
         assert accounting(spark, world.catalog, entity).balanced, entity
     # Schema drift from day 30 is kept in _rescued_data, not lost.
@@ -150,23 +161,22 @@ def test_sql_names_and_time_travel(spark: SparkSession, world: World) -> None:
 
 
 def test_a_failed_entity_stops_only_the_gold_tables_that_read_it(
-    spark: SparkSession, settings: Settings
+    spark: SparkSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Gold tables are built as their own inputs are; a failed silver build stops its readers."""
     catalog = TableCatalog(settings.tables_root)
     generate(settings.landing_dir, GeneratorConfig(seed=3, customers=40, days=60))
-    # A customer without its key breaks the `fail` rule of silver.customers.
-    keyless = settings.landing_dir / "customers" / "customers_2030-01-01.json"
-    keyless.write_text('{"customer_id": null, "updated_at": "2030-01-01T00:00:00"}\n')
+    strict = Expectation("no_default", "NOT defaulted", "fail")  # a rule set that stops the run
+    monkeypatch.setitem(EXPECTATIONS, "repayments", (*EXPECTATIONS["repayments"], strict))
 
-    with pytest.raises(ExpectationFailed, match="valid_customer_id"):
+    with pytest.raises(ExpectationFailed, match="no_default"):
         run_pipeline(spark, settings, catalog)
 
-    assert catalog.read(spark, SILVER_CUSTOMERS).count() == 0  # the batch committed nothing
-    assert not catalog.exists(spark, GOLD_CUSTOMER_PROFILE)
-    for name in (GOLD_CUSTOMER_TRANSACTIONS, GOLD_LABELS):
+    assert catalog.read(spark, SILVER_REPAYMENTS).count() == 0
+    assert not catalog.exists(spark, GOLD_LABELS)
+    for name in (GOLD_CUSTOMER_PROFILE, GOLD_CUSTOMER_TRANSACTIONS):
         assert catalog.read(spark, name).count() > 0, name
-    for entity in ("transactions", "loan_applications", "repayments"):
+    for entity in ("customers", "transactions", "loan_applications"):
         assert accounting(spark, catalog, entity).balanced, entity
 
 
@@ -291,5 +301,6 @@ def test_a_second_run_at_once_exits_75_naming_the_first(spark: SparkSession, wor
     assert f"pid {first.pid} on " in line and "(lakehouse pipeline run)" in line
     assert first.returncode == 0, first_err[-3000:]
     assert first_out.startswith("pipeline ")
+    assert "held (reference unknown): transactions 1" in first_out  # the orphan of the new drop
     assert "Traceback" not in first_err + second.stderr
     assert read_holder(world.settings.home, PIPELINE_LOCK) is None

@@ -84,4 +84,6 @@ def run_command(args: argparse.Namespace) -> int:
         f"pipeline {report.run_id}: {report.rows_ingested} rows ingested "
         f"in {format_seconds(report.seconds)}"
     )
+    if report.held:
+        print(report.held)
     return 0
