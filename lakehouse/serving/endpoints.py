@@ -141,11 +141,6 @@ class Deployment:
         """Stop once the queued requests are answered."""
         self._queue.put(_STOP)
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until the scoring thread has ended; whether it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     # --- The scoring thread --------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -386,11 +381,6 @@ class ServingState:
             if self._models.pop(key, None) is not None:
                 self.metrics.forget_model(name, str(version))
                 log.info("model %s version %d is served no more: unloaded", name, version)
-
-    def loaded_versions(self) -> list[tuple[str, int]]:
-        """The model versions in memory, sorted."""
-        with self._load_lock:
-            return sorted(self._models)
 
     def _stopped(self, deployment: Deployment) -> None:
         self.release(deployment.model.name, deployment.model.version)
