@@ -3,9 +3,12 @@ evaluate the alert rules and, with --act, run the actions of new alerts.
 
 Run it with spark-submit (from the repository, with the virtual env active)::
 
-    spark-submit --jars "$(lakehouse jars)" jobs/monitor.py gold.monitored_predictions --act
+    spark-submit --jars "$(lakehouse jars)" jobs/monitor.py gold.monitored_predictions --act \
+        --canary-endpoint credit-risk --canary-percent 10
 
-Without a table every monitor is refreshed. Exits 1 when a monitor cannot be refreshed.
+Without a table every monitor is refreshed. With --canary-endpoint, a retrained challenger that
+passes the gate is served as that endpoint's canary by the running server. Exits 1 when a
+monitor cannot be refreshed or a canary could not be started.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from lakehouse.monitoring.definition import list_monitors
 from lakehouse.platform.session import configure_logging
 from lakehouse.platform.settings import load_settings
 from lakehouse.platform.spark import get_spark, table_catalog
-from lakehouse.workflows.monitoring import refresh_and_evaluate
+from lakehouse.workflows.monitoring import CanaryRequest, refresh_and_evaluate
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -31,6 +34,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rules", help=f"alert rules file (default ./{RULES_FILE} if present, else built-in)"
     )
+    parser.add_argument(
+        "--canary-endpoint",
+        metavar="NAME",
+        help="with --act: serve a retrained challenger that passes the gate as the canary of "
+        "this endpoint of the running server ($LAKEHOUSE_SERVING_URL, token from "
+        "$LAKEHOUSE_SERVING_TOKEN)",
+    )
+    parser.add_argument(
+        "--canary-percent",
+        type=int,
+        default=10,
+        metavar="P",
+        help="the canary's share of the endpoint's traffic, 1-99 (default 10)",
+    )
     return parser.parse_args(argv)
 
 
@@ -40,6 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         rules = load_rules(args.rules)
+        canary = None
+        if args.canary_endpoint is not None:
+            if not args.act:
+                raise ValueError(
+                    "--canary-endpoint needs --act (it serves the retrained challenger)"
+                )
+            canary = CanaryRequest(args.canary_endpoint, args.canary_percent)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -48,16 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         catalog = table_catalog(settings)
         tables = args.tables or [m.table_name for m in list_monitors(spark, catalog)]
+        failed = False
         for table in tables:
             try:
                 outcome = refresh_and_evaluate(
-                    spark, settings, catalog, table, act=args.act, rules=rules
+                    spark, settings, catalog, table, act=args.act, rules=rules, canary=canary
                 )
                 print("\n".join(outcome.lines()))
             except (ValueError, FileNotFoundError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-        return 0
+            for error in outcome.errors:
+                print(f"error: {error}", file=sys.stderr)
+                failed = True
+        return 1 if failed else 0
     finally:
         spark.stop()
 

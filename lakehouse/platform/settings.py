@@ -102,6 +102,12 @@ class Settings:
         return self.home / "mlflow"
 
     @property
+    def monitoring_metrics_dir(self) -> Path:
+        """Prometheus text files of the monitors, one per monitored table: batch refreshes write
+        them, the serving process (the one Prometheus scrapes) appends them to ``/metrics``."""
+        return self.home / "metrics" / "monitoring"
+
+    @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI in effect."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"

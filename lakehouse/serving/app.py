@@ -10,7 +10,8 @@ Routes:
 ``DELETE /api/2.0/serving-endpoints/{name}``               delete an endpoint
 ``POST /serving-endpoints/{name}/invocations``             score (MLflow scoring-server formats)
 ``GET /serving-endpoints/{name}/metrics``                  Prometheus text of one endpoint
-``GET /metrics``                                           Prometheus text of every endpoint
+``GET /metrics``                                           Prometheus text of every endpoint and
+                                                           of the monitors' gauges files
 ``GET /health``                                            liveness
 =========================================================  =========================================
 
@@ -44,7 +45,7 @@ from lakehouse.serving.endpoints import (
     ServingState,
     now_ms,
 )
-from lakehouse.serving.metrics import CONTENT_TYPE
+from lakehouse.serving.metrics import CONTENT_TYPE, TextFiles
 from lakehouse.serving.model import InputError
 from lakehouse.serving.spool import inference_log_enabled, record, seal_orphans
 
@@ -253,6 +254,8 @@ class ServingApp:
         """
         self.state = state
         self.metrics = state.metrics
+        #: Metrics other processes leave for this server to expose (the monitors' gauges).
+        self.textfiles = TextFiles(state.settings.monitoring_metrics_dir)
         self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         raw_max = os.environ.get(MAX_BODY_ENV)
         if max_body is None and raw_max:
@@ -366,7 +369,8 @@ class ServingApp:
         if path == "/health" and method == "GET":
             return 200, b'{"status":"ok"}', json_type
         if path == "/metrics" and method == "GET":
-            return 200, self.metrics.render(), CONTENT_TYPE.encode()
+            body = self.metrics.render() + self.textfiles.render()
+            return 200, body, CONTENT_TYPE.encode()
         parts = [p for p in path.split("/") if p]
         if parts[:1] == ["serving-endpoints"] and len(parts) == 3 and parts[2] == "metrics":
             parts = ["api", "2.0", *parts]

@@ -19,11 +19,17 @@ metric                                          type       labels
 it was routed. ``lakehouse_serving_loaded_model`` is 1 for each model version in memory; a
 version no endpoint serves any more loses its series. Each server owns one
 :class:`ServingMetrics` (its own registry), so tests can start several in one process.
+
+The whole-server ``/metrics`` also carries the metrics other processes leave as ``*.prom``
+files in one folder (:class:`TextFiles`): the monitors' gauges, written at each refresh by a
+batch job that is gone before any scrape (node_exporter's textfile collector).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -72,6 +78,8 @@ LOOKUP_BUCKETS: tuple[float, ...] = (
 SCORE_BUCKETS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+log = logging.getLogger(__name__)
 
 # The ``*_created`` series double the output and no dashboard reads them.
 disable_created_metrics()
@@ -162,6 +170,83 @@ class ServingMetrics:
         """Drop the series of a model version no longer in memory."""
         with contextlib.suppress(KeyError):
             self.loaded.remove(model, version)
+
+
+class TextFiles:
+    """The ``*.prom`` files of ``folder`` (Prometheus text), read at each scrape.
+
+    A file is parsed when it changed since the last scrape (name, size and modification time),
+    and left out, with a warning, when it cannot be read or does not parse. Families of the
+    same name in several files come out as one group under one ``# HELP`` and ``# TYPE``, as
+    the text format requires. Writers replace a file by renaming a complete one over it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._parsed: dict[Path, tuple[tuple[int, int, int], dict[str, list[str]]]] = {}
+
+    def render(self) -> bytes:
+        """The samples of every file, grouped by metric family."""
+        try:
+            paths = sorted(self.folder.glob("*.prom"))
+        except OSError:
+            paths = []
+        groups: dict[str, list[str]] = {}
+        seen: dict[Path, tuple[tuple[int, int, int], dict[str, list[str]]]] = {}
+        for path in paths:
+            blocks = self._blocks(path, seen)
+            for family, lines in blocks.items():
+                if family in groups:
+                    groups[family] += [line for line in lines if not line.startswith("#")]
+                else:
+                    groups[family] = list(lines)
+        self._parsed = seen
+        if not groups:
+            return b""
+        return ("\n".join(line for lines in groups.values() for line in lines) + "\n").encode()
+
+    def _blocks(
+        self, path: Path, seen: dict[Path, tuple[tuple[int, int, int], dict[str, list[str]]]]
+    ) -> dict[str, list[str]]:
+        try:
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            cached = self._parsed.get(path)
+            if cached is not None and cached[0] == key:
+                seen[path] = cached
+                return cached[1]
+            text = path.read_text(encoding="utf-8")
+            for _family in text_string_to_metric_families(text):
+                pass
+        except Exception as exc:  # another process's file never fails the scrape
+            log.warning("metrics file %s left out: %s", path, exc)
+            return {}
+        blocks = family_blocks(text)
+        seen[path] = (key, blocks)
+        return blocks
+
+
+def family_blocks(text: str) -> dict[str, list[str]]:
+    """The lines of Prometheus ``text`` by metric family: a family is named by its ``# HELP``
+    or ``# TYPE`` line, and takes the samples that follow it."""
+    blocks: dict[str, list[str]] = {}
+    family = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            parts = line.split(maxsplit=3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                family = parts[2]
+                block = blocks.setdefault(family, [])
+                if not any(known.split(maxsplit=2)[:2] == parts[:2] for known in block):
+                    block.append(line)
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if family is None or not name.startswith(family):
+            family = name
+        blocks.setdefault(family, []).append(line)
+    return blocks
 
 
 def filter_endpoint(text: str, endpoint: str) -> str:

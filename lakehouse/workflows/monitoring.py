@@ -13,6 +13,15 @@ with the team's gate file) with auto-promotion off: a passing candidate becomes
 ``<schema>.<table>_actions``: which alerts it answered, when, the run and version it produced
 and the gate's verdict. An alert is acted on once: alerts named by an earlier action are not
 acted on again, however often the rules are evaluated.
+
+With a :class:`CanaryRequest`, a challenger that passed the gate is then served as the canary
+of a serving endpoint, through the running server's REST API (as ``lakehouse endpoint
+canary``). The action's ``detail`` says which endpoint, version and share, or, when the server
+could not start it, why (one line); the gate's outcome stands either way, and the canary can be
+started by hand.
+
+After the rules are evaluated, before any action, the monitor's gauges file for Prometheus is
+written (:mod:`lakehouse.monitoring.gauges`), so a failing action still leaves the figures.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from lakehouse.monitoring.baseline import (
     build_champion_baseline,
 )
 from lakehouse.monitoring.definition import MonitorError, MonitorInfo, load_monitor, save_monitor
+from lakehouse.monitoring.gauges import write_gauges
 from lakehouse.monitoring.refresh import RefreshReport, refresh_monitor
 from lakehouse.monitoring.sources import (
     MONITORED_PREDICTIONS,
@@ -65,6 +75,7 @@ from lakehouse.monitoring.sources import (
 from lakehouse.platform.catalog import TableCatalog, split_name
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.tables import create_if_missing
+from lakehouse.scoring.canary import EndpointClient, ServingError, start_canary
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +116,8 @@ class ActionRecord:
     model_version: int | None = None
     verdict: str | None = None
     detail: str | None = None
+    #: Why the canary asked for was not started (the same words are in ``detail``).
+    canary_error: str | None = None
 
     def line(self) -> str:
         """One line for the console."""
@@ -113,7 +126,26 @@ class ActionRecord:
             if self.run_id
             else self.detail or ""
         )
+        if self.run_id and self.detail:
+            produced += f"; {self.detail}"
         return f"{self.action} for {len(self.alert_ids)} alerts: {self.status} ({produced})"
+
+
+@dataclass(frozen=True)
+class CanaryRequest:
+    """Serve a challenger that passed the gate as the canary of ``endpoint`` with ``percent``
+    % of its traffic, through the server at ``url`` (None: ``$LAKEHOUSE_SERVING_URL`` or the
+    default, token from ``$LAKEHOUSE_SERVING_TOKEN``)."""
+
+    endpoint: str
+    percent: int = 10
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.endpoint:
+            raise ValueError("the canary needs an endpoint name")
+        if not 1 <= self.percent <= 99:
+            raise ValueError(f"the canary's percent must be between 1 and 99, got {self.percent}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +159,12 @@ class MonitoringOutcome:
     alerts: list[Alert] = field(default_factory=list)
     new_alerts: list[Alert] = field(default_factory=list)
     actions: list[ActionRecord] = field(default_factory=list)
+    gauges: Path | None = None
+
+    @property
+    def errors(self) -> list[str]:
+        """What was asked and not done (a canary the server did not start)."""
+        return [a.canary_error for a in self.actions if a.canary_error]
 
     def lines(self) -> list[str]:
         """The console summary."""
@@ -142,6 +180,8 @@ class MonitoringOutcome:
         )
         out += [f"  {line}" for line in alert_lines(self.new_alerts)]
         out += [f"  action {a.line()}" for a in self.actions]
+        if self.gauges is not None:
+            out.append(f"gauges -> {self.gauges}")
         return out
 
 
@@ -219,9 +259,11 @@ def run_actions(
     info: MonitorInfo,
     *,
     retrain_fn: RetrainFn | None = None,
+    canary: CanaryRequest | None = None,
 ) -> list[ActionRecord]:
     """Run the action of the alerts no action answered yet (one retrain for all of them) and
-    record it in the actions table."""
+    record it in the actions table; with ``canary``, a challenger that passed the gate is
+    started as that endpoint's canary first (see the module docstring)."""
     pending = pending_alerts(spark, catalog, info)
     if not pending:
         return []
@@ -231,12 +273,37 @@ def run_actions(
         run_id, version, verdict = (retrain_fn or retrain)(spark, settings, catalog)
         status = "challenger" if verdict and verdict != "rejected" else "rejected"
         record = ActionRecord(action_id, RETRAIN, pending, status, run_id, version, verdict)
+        if canary is not None and status == "challenger" and version is not None:
+            record = start_challenger_canary(settings, record, version, canary)
     except Exception as exc:  # recorded, then raised: the audit trail shows the failure
         record = ActionRecord(action_id, RETRAIN, pending, "failed", detail=str(exc)[:2000])
         _record_action(spark, catalog, info, record, started)
         raise
     _record_action(spark, catalog, info, record, started)
     return [record]
+
+
+def start_challenger_canary(
+    settings: Settings, record: ActionRecord, version: int, canary: CanaryRequest
+) -> ActionRecord:
+    """``record`` with the outcome of starting ``version`` as ``canary``'s canary in ``detail``
+    (and ``canary_error`` when the server did not start it)."""
+    try:
+        client = EndpointClient.from_env(canary.url)
+        decision = start_canary(client, settings, canary.endpoint, version, canary.percent)
+    except (ServingError, ValueError, OSError) as exc:
+        error = (
+            f"canary on endpoint {canary.endpoint!r} not started: {exc} (start it with "
+            f"`lakehouse endpoint canary {canary.endpoint} --version {version} "
+            f"--percent {canary.percent}`)"
+        )
+        log.warning("%s", error)
+        return replace(record, detail=error, canary_error=error)
+    detail = (
+        f"canary on endpoint {canary.endpoint!r}: {decision.reason} "
+        f"(decision {decision.decision_id})"
+    )
+    return replace(record, detail=detail)
 
 
 def _record_action(
@@ -329,9 +396,11 @@ def refresh_and_evaluate(
     act: bool = False,
     rules: Sequence[AlertRule] | None = None,
     retrain_fn: RetrainFn | None = None,
+    canary: CanaryRequest | None = None,
 ) -> MonitoringOutcome:
     """Refresh the monitor on ``table_name`` and evaluate the rules; with ``act``, run the
-    actions of the alerts not acted on yet (see the module docstring).
+    actions of the alerts not acted on yet, ``canary`` saying where a passing challenger is
+    served (see the module docstring). The monitor's gauges file is written before the actions.
 
     The platform's inference table (``gold.monitored_predictions``) is rebuilt first and gets
     its monitor on first use.
@@ -349,8 +418,13 @@ def refresh_and_evaluate(
     rule_list = list(rules) if rules is not None else load_rules()
     alerts = evaluate_rules(spark, catalog, info, rule_list, champion=champion_holdout(settings))
     new = record_alerts(spark, catalog, info, alerts)
-    actions = run_actions(spark, settings, catalog, info, retrain_fn=retrain_fn) if act else []
-    return MonitoringOutcome(info, report, source, baseline, alerts, new, actions)
+    gauges = write_gauges(spark, settings, catalog, info, rule_list, alerts)
+    actions = (
+        run_actions(spark, settings, catalog, info, retrain_fn=retrain_fn, canary=canary)
+        if act
+        else []
+    )
+    return MonitoringOutcome(info, report, source, baseline, alerts, new, actions, gauges)
 
 
 def latest_figures(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from lakehouse.monitoring.alerts import RULES_FILE, load_rules
 from lakehouse.monitoring.baseline import (
@@ -31,6 +32,9 @@ from lakehouse.monitoring.refresh import check_columns
 from lakehouse.platform.catalog import split_name
 from lakehouse.platform.settings import load_settings
 from lakehouse.platform.spark import get_spark, table_catalog
+
+if TYPE_CHECKING:
+    from lakehouse.workflows.monitoring import CanaryRequest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     refresh_parser.add_argument(
         "--rules", help=f"alert rules file (default ./{RULES_FILE} if present, else built-in)"
     )
+    add_canary_flags(refresh_parser)
     refresh_parser.set_defaults(handler=refresh_command)
     report = actions.add_parser(
         "report", help="an HTML report: drift per feature, scores and quality over time"
@@ -164,6 +169,35 @@ def build_monitor(args: argparse.Namespace) -> MonitorInfo:
     )
 
 
+def add_canary_flags(parser: argparse.ArgumentParser) -> None:
+    """``--canary-endpoint`` and ``--canary-percent`` (``jobs/monitor.py`` has the same)."""
+    parser.add_argument(
+        "--canary-endpoint",
+        metavar="NAME",
+        help="with --act: serve a retrained challenger that passes the gate as the canary of "
+        "this endpoint of the running server ($LAKEHOUSE_SERVING_URL, token from "
+        "$LAKEHOUSE_SERVING_TOKEN)",
+    )
+    parser.add_argument(
+        "--canary-percent",
+        type=int,
+        default=10,
+        metavar="P",
+        help="the canary's share of the endpoint's traffic, 1-99 (default 10)",
+    )
+
+
+def canary_request(args: argparse.Namespace) -> CanaryRequest | None:
+    """The canary the flags ask for; ValueError for flags that do not go together."""
+    from lakehouse.workflows.monitoring import CanaryRequest
+
+    if args.canary_endpoint is None:
+        return None
+    if not args.act:
+        raise ValueError("--canary-endpoint needs --act (it serves the retrained challenger)")
+    return CanaryRequest(args.canary_endpoint, args.canary_percent)
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -218,6 +252,7 @@ def refresh_command(args: argparse.Namespace) -> int:
     """Refresh one monitor, evaluate the rules, act when asked; print what happened."""
     try:
         rules = load_rules(args.rules)
+        canary = canary_request(args)
     except ValueError as exc:
         return _fail(str(exc))
     settings = load_settings()
@@ -227,12 +262,20 @@ def refresh_command(args: argparse.Namespace) -> int:
 
         try:
             outcome = refresh_and_evaluate(
-                spark, settings, table_catalog(settings), args.table, act=args.act, rules=rules
+                spark,
+                settings,
+                table_catalog(settings),
+                args.table,
+                act=args.act,
+                rules=rules,
+                canary=canary,
             )
         except (ValueError, FileNotFoundError) as exc:
             return _fail(str(exc))
         print("\n".join(outcome.lines()))
-        return 0
+        for error in outcome.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1 if outcome.errors else 0
     finally:
         spark.stop()
 
