@@ -49,11 +49,16 @@ def with_codegen(env: dict[str, str]) -> dict[str, str]:
 #: --no-loadscope-reorder``), so the long ones start first and the short ones fill the end.
 SLOW_MODULES_FIRST = (
     "test_workflows_ci.py",
+    "test_acceptance.py",
     "test_crash_recovery.py",
     "test_endpoint_cli.py",
     "test_concurrency.py",
     "test_scoring.py",
     "test_monitoring.py",
+    "test_alerts.py",
+    "test_sources.py",
+    "test_monitoring_gauges.py",
+    "test_gauges.py",
     "test_feature_lookup.py",
     "test_server.py",
     "test_canary.py",

@@ -1,8 +1,9 @@
 """The README's demo command end to end, then the notebooks that need its whole lifecycle.
 
 `lakehouse demo` runs in its own process on its default world: data, bronze, silver, gold, the
-feature store, training with the gate, batch and streaming scoring. The notebooks then run
-against what it built, in their order (explore, feature store, training, scoring), in one kernel.
+feature store, training with the gate, batch and streaming scoring, the inference monitor. The
+notebooks then run against what it built, in their order (explore, feature store, training,
+scoring, serving, monitoring), in one kernel.
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def kernel(demo_home: tuple[Path, str]) -> Iterator[NotebookKernel]:
 
 def test_demo_runs_every_step_and_prints_a_summary(demo_home: tuple[Path, str]) -> None:
     _, out = demo_home
-    for step in ("data", "pipeline", "feature store", "training", "scoring", "summary"):
-        assert f"/6] {step}:" in out, step
+    steps = ("data", "pipeline", "feature store", "training", "scoring", "monitoring", "summary")
+    for step in steps:
+        assert f"/7] {step}:" in out, step
     assert "customer_transactions_fv: 12 features" in out
     assert "(aliases: champion; stage: Production; gate: promoted)" in out
     assert "roc_auc" in out
+    assert "gold.monitored_predictions: " in out and "windows recomputed" in out
+    assert "largest input PSI" in out
     for table in ("silver.quarantine", "gold.labels", "gold.predictions"):
         assert table in out.split("Quarantine")[0], table
     assert "Done in" in out
@@ -88,3 +92,17 @@ def test_training_notebook(kernel: NotebookKernel) -> None:
 def test_scoring_notebook(kernel: NotebookKernel) -> None:
     text = kernel.run("04_scoring.ipynb")
     assert "champion: credit_risk_model version" in text
+
+
+def test_serving_notebook(kernel: NotebookKernel) -> None:
+    text = kernel.run("05_serving.ipynb")
+    assert "canary share" in text
+    routes = text.split("routes now:")[1].splitlines()[0]
+    assert "'champion'" in routes and "'traffic_percentage': 100" in routes, routes
+    assert "inference log:" in text
+
+
+def test_monitoring_notebook(kernel: NotebookKernel) -> None:
+    text = kernel.run("06_monitoring.ipynb")
+    assert "new alerts" in text
+    assert "daily drift rows plotted" in text

@@ -1,7 +1,9 @@
 """``lakehouse demo``: the whole lifecycle on embedded defaults, with a summary.
 
 Data, bronze, silver, gold, the feature store (apply, materialize), training with the gate and
-promotion, batch scoring and streaming scoring (available-now), all in one Spark application.
+promotion, batch scoring and streaming scoring (available-now), then the inference monitor on
+the scored applications (profile, drift against the champion's training set, the alert rules),
+all in one Spark application.
 Every step is idempotent: a second run generates, ingests, trains and scores nothing new and
 leaves every table at its Delta version.
 """
@@ -26,7 +28,7 @@ from lakehouse.platform.settings import Settings, load_settings
 from lakehouse.platform.tables import describe
 from lakehouse.workflows.training import positive_int
 
-STEPS = 6
+STEPS = 7
 KEY_METRICS = ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier")
 
 
@@ -36,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole lifecycle on embedded defaults and print a summary",
         description="Generate data (once), run bronze, silver and gold, apply and materialize "
-        "the feature store, train and gate a model, and score in batch and streaming, on one "
-        "Spark session. Running it again changes nothing.",
+        "the feature store, train and gate a model, score in batch and streaming, and refresh the "
+        "inference monitor, on one Spark session. Running it again changes nothing.",
     )
     demo.add_argument("--customers", type=positive_int, default=2000, help="default 2000")
     demo.add_argument("--days", type=positive_int, default=120, help="days of data (default 120)")
@@ -74,7 +76,8 @@ def pipeline(job: JobContext) -> str:
     """Bronze, silver and gold on the job's session."""
     report = run_pipeline(job.spark, job.settings, job.catalog)
     stages = ", ".join(f"{t.stage} {format_seconds(t.seconds)}" for t in report.timings)
-    return f"{report.rows_ingested} new bronze rows; {stages}"
+    held = f"\n      {report.held}" if report.held else ""
+    return f"{report.rows_ingested} new bronze rows; {stages}{held}"
 
 
 def feature_store(job: JobContext) -> str:
@@ -144,6 +147,22 @@ def score(job: JobContext) -> str:
     )
 
 
+def monitor(job: JobContext) -> str:
+    """Refresh the inference monitor and evaluate the alert rules (no action taken)."""
+    from lakehouse.models.registry import champion_version
+    from lakehouse.workflows.monitoring import latest_figures, refresh_and_evaluate, summary_line
+
+    if champion_version(job.settings) is None:
+        return "no champion yet: nothing to monitor"
+    outcome = refresh_and_evaluate(job.spark, job.settings, job.catalog)
+    windows = len(outcome.refresh.profile_windows)
+    return (
+        f"{outcome.info.table_name}: {windows} windows recomputed, "
+        f"{len(outcome.new_alerts)} new alerts ({len(outcome.alerts)} rule firings)\n"
+        f"      {summary_line(latest_figures(job.spark, job.catalog, outcome.info))}"
+    )
+
+
 def summary(spark: SparkSession, catalog: TableCatalog) -> str:
     """Every table with rows and Delta version, and the quarantine counts."""
     infos = [describe(spark, catalog, name) for name in catalog.list_tables(spark)]
@@ -181,13 +200,14 @@ def run(args: argparse.Namespace) -> int:
             _step(3, "feature store", lambda: feature_store(job))
             _step(4, "training", lambda: train(job))
             _step(5, "scoring", lambda: score(job))
+            _step(6, "monitoring", lambda: monitor(job))
         except LockBusy as exc:
             print(f"error: {exc}; the demo stopped (run it again when that ends)", file=sys.stderr)
             return exc.exit_code
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        _step(6, "summary", lambda: "")
+        _step(7, "summary", lambda: "")
         outcome["summary"] = summary(job.spark, job.catalog)
     print(outcome["summary"])
     print(f"\nDone in {format_seconds(time.perf_counter() - started)}.")
