@@ -2,11 +2,13 @@
 
 ``champion``   exit 0 when the registry has a champion (prints its version), else 1.
 ``wait``       wait until ``lakehouse serve`` at ``$LAKEHOUSE_SERVING_URL`` answers ``/health``.
-``replay``     send applications from the landing files (``customer_id`` and the application's own
-               fields; the server looks the features up) one per request, with the application
-               id as ``client_request_id``, from 8 threads; fails on any 5xx answer, or when
-               more than 2% are refused with a 4xx (the source system's malformed rows are
-               refused by name, as a client would see them, and reported).
+``replay``     send ``--requests`` requests of applications from the landing files
+               (``customer_id`` and the application's own fields; the server looks the features
+               up), one per request with the application id as ``client_request_id``, from 8
+               threads, each application again when there are fewer than requests; fails on
+               any 5xx answer, or when more than 2% are refused with a 4xx (the source
+               system's malformed rows are refused by name, as a client would see them, and
+               reported).
 ``verify``     the registry and the endpoint agree with the analysis's outcome: promoted, the
                candidate is champion (Production) and serves 100%; rolled back, the champion is
                unchanged and the canary is gone. Writes a summary to ``$GITHUB_STEP_SUMMARY``.
@@ -132,6 +134,10 @@ def replay(endpoint: str, requests: int) -> int:
             break
     if not rows:
         return fail("no applications in the landing folder")
+    # A small world has fewer applications than the canary needs requests: each goes again,
+    # under the same client_request_id, so routing keeps it on the side it took first.
+    unique = len(rows)
+    rows = [dict(rows[i % unique]) for i in range(requests)]
 
     def send(row: dict[str, Any]) -> tuple[int, str]:
         app_id = row.pop("application_id")
@@ -146,7 +152,7 @@ def replay(endpoint: str, requests: int) -> int:
         answers = list(pool.map(send, rows))
     statuses = Counter(status for status, _ in answers)
     say(
-        f"{len(rows)} applications replayed: "
+        f"{len(rows)} requests of {unique} applications replayed: "
         + ", ".join(f"{n} x {s}" for s, n in statuses.items())
     )
     broken = [(s, body) for s, body in answers if s >= 500]
