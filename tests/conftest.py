@@ -65,6 +65,7 @@ SLOW_MODULES_FIRST = (
     "test_hostile.py",
     "test_conflicts.py",
     "test_pipeline.py",
+    "test_byo_ingest.py",
     "test_lifecycle.py",
     "test_features.py",
     "test_silver.py",
