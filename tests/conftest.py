@@ -111,10 +111,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PATH"] = f"{stub_dir}{os.pathsep}{os.environ['PATH']}"
 
 
+#: MLflow's own variables. ``mlflow.set_tracking_uri`` (so ``lakehouse.connect``) exports the
+#: URI into this process's environment, and a subprocess meant to use its own state folder
+#: would inherit another test's tracking store with it.
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME")
+
+
 @contextmanager
 def environ(env: dict[str, str]) -> Iterator[None]:
-    """``os.environ`` updated with ``env`` inside the block, then restored."""
+    """``os.environ`` updated with ``env`` inside the block (less MLflow's URIs that ``env``
+    does not set, see :func:`platform_env`), then restored."""
     saved = dict(os.environ)
+    for name in MLFLOW_ENV:
+        os.environ.pop(name, None)
     os.environ.update(env)
     try:
         yield
@@ -190,10 +199,18 @@ def copy_tables(source: TableCatalog, target: TableCatalog, names: list[str]) ->
         shutil.copytree(source.path(name), target.path(name))
 
 
+def platform_env(**extra: str) -> dict[str, str]:
+    """This process's environment without MLflow's URIs, plus ``extra``: for a subprocess whose
+    tracking store follows its ``LAKEHOUSE_HOME``."""
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_ENV}
+    env.update(extra)
+    return env
+
+
 @pytest.fixture
 def subprocess_env(settings: Settings) -> dict[str, str]:
     """Environment for a subprocess that should share this test's state folder."""
-    env = dict(os.environ)
+    env = platform_env()
     env.update(
         {
             "LAKEHOUSE_HOME": str(settings.home),

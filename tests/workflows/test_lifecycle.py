@@ -8,7 +8,6 @@ scoring, serving, monitoring), in one kernel.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, NotebookKernel, with_codegen
+from tests.conftest import REPO_ROOT, NotebookKernel, platform_env, with_codegen
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +25,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("demo-home")
     # The demo's data is large enough for compiled queries to pay back.
     env = {
-        **with_codegen(dict(os.environ)),
+        **with_codegen(platform_env()),
         "LAKEHOUSE_HOME": str(home),
         "LAKEHOUSE_SHUFFLE_PARTITIONS": "2",
         "PYSPARK_PYTHON": sys.executable,
