@@ -1,23 +1,36 @@
 """The catalog of table names and where each table lives.
 
-Table names are ``<schema>.<table>`` with the schemas ``bronze``, ``silver`` and ``gold``. Each
-table is a Delta table at ``<tables_root>/<schema>/<table>``. The folder layout *is* the
-metastore: every Spark application (a ``spark-submit`` job, a notebook, ``lakehouse sql``)
-registers the tables it finds there in its own in-memory catalog when its session starts, so
-any number of applications resolve the same names at the same time, with no shared metastore
-process and no lock (Spark's embedded Derby metastore admits one process at a time).
+The platform's tables are ``<schema>.<table>`` with the schemas ``bronze``, ``silver`` and
+``gold``. Each table is a Delta table at ``<tables_root>/<schema>/<table>``. The folder layout
+*is* the metastore, with no shared metastore process and no lock (Spark's embedded Derby
+metastore admits one process at a time):
+
+* with the persistent catalog (``lakehouse/platform/jvm``, configured by
+  :func:`lakehouse.platform.spark.catalog_conf`), every Spark application's session catalog
+  reads the layout on each lookup and writes it on each change, so any schema, table or view a
+  user creates, alters or drops in one application is seen by every other at once;
+* without it (a JVM lacking its jar), each application registers the tables it finds there in
+  its own in-memory catalog when its session starts (:func:`register_all`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
+
+from lakehouse.platform.jars import CATALOG_CLASS
 
 log = logging.getLogger(__name__)
 
 SCHEMAS: tuple[str, ...] = ("bronze", "silver", "gold")
+
+#: The catalog name of three-part names (``lakehouse.silver.customers``), as in Unity Catalog.
+CATALOG_NAME = "lakehouse"
+#: The Spark setting holding the persistent catalog's root.
+ROOT_CONF = "spark.sql.catalog.spark_catalog.root"
 
 # Bronze: raw records as they landed, plus ingest metadata.
 BRONZE_CUSTOMERS = "bronze.customers_raw"
@@ -114,20 +127,55 @@ class TableCatalog:
         return sorted(found)
 
 
+def persistent_root(spark: SparkSession) -> str | None:
+    """The root of the session's persistent catalog, or None when it keeps Delta's in memory.
+
+    Asks the catalog itself: its root is fixed when the session first uses it, and a later
+    ``getOrCreate`` with other settings changes :data:`ROOT_CONF` but not the catalog.
+    """
+    if spark.conf.get("spark.sql.catalog.spark_catalog", None) != CATALOG_CLASS:
+        return None
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    root = jvm.io.lakehouse.catalog.LakehouseCatalog.rootOf(spark._jsparkSession)
+    return str(root).rstrip("/") if root else None
+
+
+def _same_root(a: str, b: str) -> bool:
+    """Whether two roots (folders, ``file:`` URIs or other URIs) name the same place."""
+
+    def normalized(root: str) -> str:
+        return (urlparse(root).path if root.startswith("file:") else root).rstrip("/")
+
+    return normalized(a) == normalized(b)
+
+
 def register_table(spark: SparkSession, catalog: TableCatalog, name: str) -> None:
     """Make ``name`` resolve in this Spark application's SQL catalog.
 
     Idempotent: a name already registered at the same location is left alone; one registered
-    at another location (another root) is re-pointed.
+    at another location (another root) is re-pointed. Under the persistent catalog a table of
+    its own root resolves already; one of another root is registered as an external table,
+    which every application then sees, and a managed table of the catalog is never replaced.
     """
-    schema, _ = split_name(name)
+    schema, table = split_name(name)
     location = catalog.path(name)
     registered: dict[str, str] = spark.__dict__.setdefault("_lakehouse_registered", {})
     if registered.get(name) == location:
         return
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+    root = persistent_root(spark)
+    if root is not None:
+        if _same_root(root, catalog.root):
+            registered[name] = location
+            return
+        if TableCatalog(root).exists(spark, name):
+            raise ValueError(
+                f"{name} is a managed table of the catalog at {root}; "
+                f"not re-pointing it to {location}"
+            )
     if name in registered or spark.catalog.tableExists(name):
-        spark.sql(f"DROP TABLE IF EXISTS {name}")
+        spark.sql(f"DROP TABLE IF EXISTS {schema}.{table}")
     spark.sql(f"CREATE TABLE {name} USING delta LOCATION '{location}'")
     registered[name] = location
 

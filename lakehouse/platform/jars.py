@@ -1,10 +1,9 @@
-"""The JVM side: Delta Lake's jars from Maven Central, and the platform's local file system.
+"""The JVM side: Delta Lake's jars from Maven Central, and the platform's own JVM classes.
 
 ``python -m lakehouse.platform.jars`` (run by ``make setup``) checks Java, resolves Delta's jars
-with
-Maven when they are missing, builds the local file system's jar when it is missing (see
-:func:`local_fs_jar`) and prints their paths. A second run finds them and does nothing else.
-No jar is ever committed to the repository.
+with Maven when they are missing, builds the jars of the local file system and of the persistent
+catalog when they are missing (see :func:`local_fs_jar` and :func:`catalog_jar`) and prints their
+paths. A second run finds them and does nothing else. No jar is ever committed to the repository.
 """
 
 from __future__ import annotations
@@ -130,6 +129,14 @@ def resolve_jars(repo: Path | None = None) -> list[Path]:
 LOCAL_FS_CLASS = "io.lakehouse.fs.NioRawLocalFileSystem"
 _LOCAL_FS_SOURCE = Path(__file__).with_name("jvm") / "NioRawLocalFileSystem.java"
 
+#: The persistent catalog: Delta's session catalog over the folder layout, and its extension.
+CATALOG_CLASS = "io.lakehouse.catalog.LakehouseCatalog"
+CATALOG_EXTENSION = "io.lakehouse.catalog.LakehouseExtension"
+_CATALOG_SOURCES = [
+    Path(__file__).with_name("jvm") / name
+    for name in ("FolderCatalog.java", "LakehouseCatalog.java", "LakehouseExtension.java")
+]
+
 
 def spark_jars_dir() -> Path:
     """The jars of the Spark this Python runs: ``$SPARK_HOME/jars``, else pyspark's own."""
@@ -160,8 +167,46 @@ def local_fs_jar(cache: Path | None = None) -> Path | None:
     hadoop = sorted(spark_jars_dir().glob("hadoop-client-api-*.jar"))
     if not hadoop:
         return None
-    digest = hashlib.sha256(_LOCAL_FS_SOURCE.read_bytes() + hadoop[-1].name.encode()).hexdigest()
-    jar = (cache or cache_dir()) / f"lakehouse-localfs-{digest[:12]}.jar"
+    classpath = [str(hadoop[-1])]
+    return _built_jar(
+        "lakehouse-localfs", [_LOCAL_FS_SOURCE], classpath, cache, hadoop[-1].name.encode()
+    )
+
+
+def catalog_jar(cache: Path | None = None) -> Path | None:
+    """The jar of the persistent catalog (:data:`CATALOG_CLASS`), compiled on first use.
+
+    The catalog extends Delta's, so it is compiled against Spark's jars and Delta's, once per
+    source, Spark and Delta version (all in the jar's name), into :func:`cache_dir`; it goes on
+    the class path beside Delta's jars. Returns ``None`` when it is missing and cannot be built
+    (no ``javac``, Delta's jars not resolved yet, a failed build, logged); sessions then keep
+    Delta's own catalog, in memory.
+    """
+    spark_jars = spark_jars_dir()
+    sql = sorted(spark_jars.glob("spark-sql_*.jar"))
+    delta = jar_paths()
+    if not sql or not all(p.is_file() for p in delta):
+        return None
+    classpath = [str(spark_jars / "*"), *(str(p) for p in delta)]
+    versions = (sql[-1].name + DELTA_VERSION).encode()
+    return _built_jar("lakehouse-catalog", _CATALOG_SOURCES, classpath, cache, versions)
+
+
+def _built_jar(
+    prefix: str,
+    sources: list[Path],
+    classpath: list[str],
+    cache: Path | None,
+    versions: bytes,
+) -> Path | None:
+    """Compile ``sources`` into ``<cache>/<prefix>-<digest>.jar`` unless it is there already.
+
+    The digest covers the sources and ``versions`` (the names of the jars compiled against), so
+    a change of either builds a new jar. The jar is written beside its final name and renamed
+    into place, so concurrent builds cannot tear it.
+    """
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + versions).hexdigest()
+    jar = (cache or cache_dir()) / f"{prefix}-{digest[:12]}.jar"
     if jar.is_file():
         return jar
     javac = shutil.which("javac")
@@ -171,9 +216,9 @@ def local_fs_jar(cache: Path | None = None) -> Path | None:
     jar.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=jar.parent) as work:
         classes = Path(work) / "classes"
-        compile_ = [javac, "--release", "17", "-nowarn", "-cp", str(hadoop[-1])]
+        compile_ = [javac, "--release", "17", "-nowarn", "-cp", os.pathsep.join(classpath)]
         steps = [
-            [*compile_, "-d", str(classes), str(_LOCAL_FS_SOURCE)],
+            [*compile_, "-d", str(classes), *(str(p) for p in sources)],
             [jar_tool, "cf", str(Path(work) / jar.name), "-C", str(classes), "."],
         ]
         for step in steps:
@@ -204,6 +249,11 @@ def main() -> int:
         print("local file system: Hadoop's own (the platform's was not built: it needs javac)")
     else:
         print(f"local file system: {local_fs}")
+    catalog = catalog_jar()
+    if catalog is None:
+        print("catalog: Delta's, in memory (the persistent catalog was not built: it needs javac)")
+    else:
+        print(f"catalog: {catalog}")
     return 0
 
 

@@ -13,8 +13,15 @@ from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
 
-from lakehouse.platform.catalog import TableCatalog, register_all
-from lakehouse.platform.jars import LOCAL_FS_CLASS, local_fs_jar, resolve_jars
+from lakehouse.platform.catalog import CATALOG_NAME, ROOT_CONF, TableCatalog, register_all
+from lakehouse.platform.jars import (
+    CATALOG_CLASS,
+    CATALOG_EXTENSION,
+    LOCAL_FS_CLASS,
+    catalog_jar,
+    local_fs_jar,
+    resolve_jars,
+)
 from lakehouse.platform.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +36,8 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
     """The Spark configuration the platform needs, as a plain mapping.
 
     Delta's SQL extension and catalog, an in-memory session catalog (tables are registered from
-    the folder layout, see :mod:`lakehouse.platform.catalog`) and defaults for a small machine.
+    the folder layout, see :mod:`lakehouse.platform.catalog`; :func:`get_spark` puts the
+    persistent catalog of :func:`catalog_conf` over it) and defaults for a small machine.
     ``launches_jvm`` is False under ``spark-submit``, where the driver's class path is fixed.
 
     Local paths avoid the process forks Hadoop makes without its native library: the raw local
@@ -41,7 +49,7 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
     ``chmod``. Executors and ``spark-submit`` drivers lack its jar and keep Hadoop's class.
     """
     conf = {
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.catalogImplementation": "in-memory",
         "spark.sql.warehouse.dir": str(settings.warehouse_dir),
@@ -77,6 +85,29 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
             conf["spark.driver.extraClassPath"] = str(jar)
             conf["spark.hadoop.fs.file.impl"] = LOCAL_FS_CLASS
     return conf
+
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def catalog_conf(settings: Settings) -> dict[str, str]:
+    """The persistent catalog over :func:`spark_conf`, for a JVM with its jar on the class path.
+
+    Delta's session catalog extended so that the folder layout under ``settings.tables_root`` is
+    the metastore of every application at once (see ``lakehouse/platform/jvm/FolderCatalog``):
+    schemas, managed Delta tables at ``<root>/<schema>/<table>``, external tables and views in
+    a registry of one file per object. The same catalog also answers to :data:`CATALOG_NAME`, so
+    ``lakehouse.silver.customers`` resolves, and Delta is the default format of ``saveAsTable``
+    and of ``CREATE TABLE`` without ``USING``, as on Databricks. Kept apart from
+    :func:`spark_conf`, which Feast's own sessions copy without the platform's jars.
+    """
+    return {
+        "spark.sql.extensions": f"{DELTA_EXTENSION},{CATALOG_EXTENSION}",
+        "spark.sql.catalog.spark_catalog": CATALOG_CLASS,
+        ROOT_CONF: settings.tables_root,
+        f"spark.sql.catalog.{CATALOG_NAME}": CATALOG_CLASS,
+        "spark.sql.sources.default": "delta",
+    }
 
 
 def delta_write_conf() -> dict[str, str]:
@@ -116,7 +147,8 @@ def get_spark(
         app_name: the Spark application name.
         conf: extra Spark configuration, applied last.
         register_tables: register every table under the root so ``bronze.*``, ``silver.*``
-            and ``gold.*`` resolve in SQL.
+            and ``gold.*`` resolve in SQL (with the persistent catalog, :func:`catalog_conf`,
+            they resolve anyway: this only makes sure the three schemas exist).
     """
     settings = settings or load_settings()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -132,7 +164,14 @@ def get_spark(
         # This process starts the JVM: it decides the master and the class path. Under
         # spark-submit both come from the command line (--master, --jars).
         builder = builder.master(settings.spark_master)
-        options["spark.jars"] = ",".join(str(p) for p in resolve_jars())
+        jars = resolve_jars()
+        catalog = catalog_jar()
+        if catalog is not None:
+            jars.append(catalog)
+            options.update(catalog_conf(settings))
+        options["spark.jars"] = ",".join(str(p) for p in jars)
+    elif _catalog_on_class_path():
+        options.update(catalog_conf(settings))
     for key, value in {**options, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -141,6 +180,23 @@ def get_spark(
     if register_tables:
         register_all(spark, table_catalog(settings))
     return spark
+
+
+def _catalog_on_class_path() -> bool:
+    """Whether the JVM ``spark-submit`` started has the persistent catalog (``--jars``)."""
+    from pyspark import SparkContext
+
+    SparkContext._ensure_initialized()
+    jvm = SparkContext._jvm
+    if jvm is None:
+        return False
+    try:
+        jvm.java.lang.Class.forName(
+            CATALOG_CLASS, False, jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        )
+    except Exception:  # py4j raises a generic Py4JJavaError
+        return False
+    return True
 
 
 def _check_delta(spark: SparkSession) -> None:
