@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
 
+from lakehouse.platform import logs
 from lakehouse.platform.catalog import CATALOG_NAME, ROOT_CONF, TableCatalog, register_all
 from lakehouse.platform.jars import (
     CATALOG_CLASS,
@@ -25,6 +26,10 @@ from lakehouse.platform.jars import (
 from lakehouse.platform.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+
+#: A Spark Connect URL (``sc://localhost:15002``) that makes :func:`get_spark` return a client
+#: of that server, for notebooks and scripts; the platform's commands and jobs ignore it.
+REMOTE_ENV = "LAKEHOUSE_SPARK_REMOTE"
 
 
 def table_catalog(settings: Settings) -> TableCatalog:
@@ -139,6 +144,7 @@ def get_spark(
     app_name: str = "lakehouse",
     conf: Mapping[str, str] | None = None,
     register_tables: bool = True,
+    remote: str | None = None,
 ) -> SparkSession:
     """Build (or return the running) SparkSession with Delta configured.
 
@@ -149,7 +155,18 @@ def get_spark(
         register_tables: register every table under the root so ``bronze.*``, ``silver.*``
             and ``gold.*`` resolve in SQL (with the persistent catalog, :func:`catalog_conf`,
             they resolve anyway: this only makes sure the three schemas exist).
+        remote: a Spark Connect URL: return a client of that server (``lakehouse connect``),
+            whose own conf has Delta and the catalog; only ``conf`` is applied to it. Default:
+            :data:`REMOTE_ENV`, read only outside the platform's commands and jobs (a process
+            that configured the platform's log file, or runs under ``spark-submit``), which
+            keep a session of their own. ``""`` forces a session of this process.
     """
+    remote = _remote_url(remote)
+    if remote:
+        client = SparkSession.builder.remote(remote)
+        for key, value in (conf or {}).items():
+            client = client.config(key, value)
+        return client.getOrCreate()
     settings = settings or load_settings()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -180,6 +197,15 @@ def get_spark(
     if register_tables:
         register_all(spark, table_catalog(settings))
     return spark
+
+
+def _remote_url(remote: str | None) -> str | None:
+    """The Spark Connect URL :func:`get_spark` uses, or None for a session of this process."""
+    if remote is not None:
+        return remote or None
+    if _under_spark_submit() or logs.current().file is not None:
+        return None
+    return os.environ.get(REMOTE_ENV) or None
 
 
 def _catalog_on_class_path() -> bool:
