@@ -101,6 +101,8 @@ class AlertRule:
     columns: str | list[str] = "inputs"
     model: str | None = None
     consecutive: int = 1
+    #: Windows with fewer rows are passed over: labelled rows for the quality metrics, the
+    #: profile's count otherwise, and for drift the column's non-null values in the window.
     min_count: int = 0
     action: str | None = None
 
@@ -339,6 +341,11 @@ def evaluate_rule(
         _metric_column(rule.metric).cast("double").alias("value"),
         count.alias("n"),
     ).collect()
+    window_counts = (
+        _window_counts(spark, catalog, info, granularity.text, columns)
+        if rule.table == "drift" and rule.min_count
+        else None
+    )
     breach: Callable[[float], bool] = (
         (lambda v: v > threshold) if rule.comparison == "above" else (lambda v: v < threshold)
     )
@@ -349,6 +356,12 @@ def evaluate_rule(
             continue
         if row["n"] is not None and row["n"] < rule.min_count:
             continue
+        if window_counts is not None:
+            # A drift row has no count of its own: its window's values (non-null, what the
+            # statistic compared) are in the profile (a window it does not know counts as empty).
+            key = (row["column_name"], row["model_id"], int(row["start"]))
+            if window_counts.get(key, 0) < rule.min_count:
+                continue
         if breach(value):
             by_column.setdefault((row["column_name"], row["model_id"]), {})[int(row["start"])] = (
                 int(row["end"]),
@@ -390,6 +403,36 @@ def evaluate_rule(
                 )
             )
     return alerts
+
+
+def _window_counts(
+    spark: SparkSession,
+    catalog: TableCatalog,
+    info: MonitorInfo,
+    granularity: str,
+    columns: Sequence[str],
+) -> dict[tuple[str, str | None, int], int]:
+    """(column, model id, window start) -> the window's non-null values, from the profile."""
+    name = info.profile_metrics_table_name
+    if not catalog.exists(spark, name):
+        return {}
+    rows = (
+        catalog.read(spark, name)
+        .where(
+            (F.col("granularity") == granularity)
+            & F.col("slice_key").isNull()
+            & (F.col("log_type") == "INPUT")
+            & F.col("column_name").isin(list(columns))
+        )
+        .select(
+            "column_name",
+            "model_id",
+            F.unix_seconds("window.start").alias("start"),
+            (F.coalesce("count", F.lit(0)) - F.coalesce("num_nulls", F.lit(0))).alias("n"),
+        )
+        .collect()
+    )
+    return {(r["column_name"], r["model_id"], int(r["start"])): int(r["n"]) for r in rows}
 
 
 #: Profile metrics computed over labelled rows only: ``min_count`` counts those.

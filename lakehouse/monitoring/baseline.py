@@ -7,19 +7,32 @@ those versions, the run's time split keeps the rows it was fitted on, and the ch
 them, so the baseline carries the same columns as the monitored predictions (the model's
 inputs, ``score``, ``defaulted``, ``applied_at``, ``model_version``). The table also names the
 run: it is rebuilt only when the champion moves to another run.
+
+Rows whose rolling features were still warming up are left out (:func:`drop_warm_up`). A
+rolling feature (``txn_amount_sum_30d``: ``<name>_<N>d``) of an application made less than
+``N`` days after the first day of transaction data covers a window cut short by the start of
+the data, not a customer who spent little: a champion trained early learns partly from such
+rows, and a baseline of them makes every later window with full windows look drifted. The
+rows kept were applied at least the longest window after the data started; when too few
+would remain, the longest windows are given up one by one and their features are set to
+null (unknown, not small) in the rows within their warm-up; when too few would remain even
+then, every row is kept with a warning.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.monitoring.definition import MonitorError
-from lakehouse.platform.catalog import TableCatalog
+from lakehouse.platform.catalog import SILVER_TRANSACTIONS, TableCatalog
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.tables import overwrite
 
@@ -32,6 +45,11 @@ log = logging.getLogger(__name__)
 CHAMPION_BASELINE = "champion"
 #: Suffix of the baseline table of a monitored table (``<table>_baseline``).
 BASELINE_SUFFIX = "_baseline"
+#: Fewest rows a warm-up exclusion may leave before it gives up its longest window: below a
+#: few hundred rows the tests of a window against the baseline lose most of their power.
+MIN_WARM_ROWS = 300
+#: A rolling feature's name ends in its window: ``txn_amount_sum_30d`` covers 30 days.
+_WINDOW = re.compile(r"_(\d+)d$")
 
 
 @dataclass(frozen=True)
@@ -43,14 +61,112 @@ class BaselineReport:
     run_id: str
     rows: int
     rebuilt: bool
+    #: The warm-up rule applied (``None`` when the table was already current).
+    warm_up: WarmUp | None = None
 
     def summary(self) -> str:
         """One line for the console."""
         what = "rebuilt" if self.rebuilt else "already current"
+        warm = f", {self.warm_up.summary()}" if self.warm_up is not None else ""
         return (
             f"{self.table_name}: training rows of champion version {self.model_version} "
-            f"(run {self.run_id}), {self.rows} rows, {what}"
+            f"(run {self.run_id}), {self.rows} rows{warm}, {what}"
         )
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """Which training rows :func:`drop_warm_up` left out, and which feature values it nulled.
+
+    Attributes:
+        data_start: the first day of transaction data (``None``: no data, nothing done).
+        horizon_days: rows kept were applied at least this many days after ``data_start``
+            (``None`` when no row was left out).
+        excluded: rows left out.
+        nulled: feature -> values set to null, for windows longer than ``horizon_days``.
+        kept_all: every row was kept because too few would have remained.
+    """
+
+    data_start: date | None
+    horizon_days: int | None = None
+    excluded: int = 0
+    nulled: dict[str, int] = field(default_factory=dict)
+    kept_all: bool = False
+
+    def summary(self) -> str:
+        """A few words for the baseline's line."""
+        if self.data_start is None:
+            return "no transaction data: no warm-up rows left out"
+        if self.kept_all:
+            return "too few rows applied a full window after the data started: all kept"
+        words = f"{self.excluded} warm-up rows left out"
+        if self.horizon_days is not None:
+            words += f" (applied within {self.horizon_days} days of {self.data_start:%Y-%m-%d})"
+        if self.nulled:
+            words += f", {', '.join(sorted(self.nulled))} null within their warm-up"
+        return words
+
+
+def feature_windows(columns: Iterable[str]) -> dict[str, int]:
+    """The rolling features among ``columns`` and their window in days (``<name>_<N>d``)."""
+    out = {}
+    for column in columns:
+        match = _WINDOW.search(column)
+        if match and int(match.group(1)) > 0:
+            out[column] = int(match.group(1))
+    return out
+
+
+def drop_warm_up(
+    frame: pd.DataFrame,
+    windows: dict[str, int],
+    data_start: date | None,
+    time_column: str = "application_timestamp",
+    min_rows: int = MIN_WARM_ROWS,
+) -> tuple[pd.DataFrame, WarmUp]:
+    """``frame`` without the rows whose rolling features were still warming up.
+
+    A row applied on day ``d`` has a full ``N``-day window when ``d - N`` is not before
+    ``data_start``'s day. Rows are kept from the longest window of ``windows`` on; if fewer
+    than ``min_rows`` would remain, the next longest is tried and the features of the longer
+    windows are set to null in the kept rows still within their warm-up. When even the
+    shortest window leaves fewer, every row is kept (and a warning logged): a small world.
+    """
+    if data_start is None or not windows or frame.empty:
+        return frame, WarmUp(data_start)
+    import pandas as pd
+
+    start = pd.Timestamp(data_start).normalize()
+    age = (pd.to_datetime(frame[time_column]).dt.normalize() - start).dt.days
+    horizons = sorted(set(windows.values()), reverse=True)
+    chosen = next((h for h in horizons if int((age >= h).sum()) >= min_rows), None)
+    if chosen is None:
+        log.warning(
+            "fewer than %d training rows were applied %d days after the first day of "
+            "transaction data (%s): the baseline keeps every row, warm-up included",
+            min_rows,
+            horizons[-1],
+            f"{start:%Y-%m-%d}",
+        )
+        return frame, WarmUp(data_start, kept_all=True)
+    kept = frame[(age >= chosen).to_numpy()].copy()
+    kept_age = age[age >= chosen].to_numpy()
+    nulled = {}
+    for column, days in sorted(windows.items()):
+        cold = kept_age < days
+        if days > chosen and cold.any():
+            kept[column] = kept[column].astype("float64").where(~cold)
+            nulled[column] = int(cold.sum())
+    kept = kept.reset_index(drop=True)
+    return kept, WarmUp(data_start, chosen, len(frame) - len(kept), nulled)
+
+
+def first_transaction_day(spark: SparkSession, catalog: TableCatalog) -> date | None:
+    """The first day of transaction data: the day (UTC) of ``silver.transactions``' earliest."""
+    if not catalog.exists(spark, SILVER_TRANSACTIONS):
+        return None
+    row = catalog.read(spark, SILVER_TRANSACTIONS).agg(F.to_date(F.min("transaction_ts"))).first()
+    return row[0] if row else None
 
 
 def baseline_table_name(table_name: str) -> str:
@@ -83,8 +199,9 @@ def _current_run(spark: SparkSession, catalog: TableCatalog, table_name: str) ->
 
 def champion_training_frame(
     spark: SparkSession, settings: Settings, catalog: TableCatalog, version: int, run_id: str
-) -> pd.DataFrame:
-    """The rows the champion was fitted on, with its score of each and the monitored names."""
+) -> tuple[pd.DataFrame, WarmUp]:
+    """The rows the champion was fitted on, with its score of each and the monitored names,
+    less the warm-up rows (:func:`drop_warm_up`; scored before, on the features it saw)."""
     from lakehouse.features.store import build_training_set
     from lakehouse.models.evaluation import predict_default_probability
     from lakehouse.models.registry import ModelRegistry
@@ -106,11 +223,19 @@ def champion_training_frame(
     fitted, _ = time_split(frame, holdout)
     model = ModelRegistry.of(settings).load(version)
     scores = predict_default_probability(model, prepare_inputs(fitted, numeric, categorical))
-    out = fitted.rename(columns={"application_timestamp": "applied_at"}).copy()
-    out["score"] = scores
+    fitted = fitted.assign(score=scores)
+    # The whole history's first day, not each customer's first transaction: a customer who
+    # joined later has a short history that is real (and scored the same way in production);
+    # only windows cut short by the start of the data are an artefact. One aggregate.
+    kept, warm_up = drop_warm_up(
+        fitted,
+        feature_windows(training_set.feature_columns),
+        first_transaction_day(spark, catalog),
+    )
+    out = kept.rename(columns={"application_timestamp": "applied_at"}).copy()
     out["model_version"] = version
     out["run_id"] = run_id
-    return out
+    return out, warm_up
 
 
 def build_champion_baseline(
@@ -121,7 +246,7 @@ def build_champion_baseline(
     if _current_run(spark, catalog, table_name) == run_id:
         rows = catalog.read(spark, table_name).count()
         return BaselineReport(table_name, version, run_id, rows, rebuilt=False)
-    frame = champion_training_frame(spark, settings, catalog, version, run_id)
+    frame, warm_up = champion_training_frame(spark, settings, catalog, version, run_id)
     df = spark.createDataFrame(frame)
     casts = {"model_version": "int", "defaulted": "int", "applied_at": "timestamp"}
     df = df.select(
@@ -136,8 +261,9 @@ def build_champion_baseline(
         table_name,
         df,
         comment=f"Training rows of {settings.model_name} version {version} (run {run_id}), "
-        "scored by it: the baseline of its monitor",
+        "scored by it, less the rows whose rolling features were warming up: the baseline of "
+        "its monitor",
     )
-    report = BaselineReport(table_name, version, run_id, len(frame), rebuilt=True)
+    report = BaselineReport(table_name, version, run_id, len(frame), True, warm_up)
     log.info(report.summary())
     return report

@@ -179,3 +179,44 @@ def test_alerts_are_recorded_once_and_acted_on_once(
     assert calls == [1] and pending_alerts(spark, drifted, INFO) == []
     row = drifted.read(spark, actions_table_name(INFO)).first()
     assert row["verdict"] == "challenger" and row["model_version"] == 7
+
+
+def test_min_count_of_a_drift_rule_counts_the_window_s_values(
+    spark: SparkSession, drifted: TableCatalog
+) -> None:
+    # x breaches 0.2 on days 1, 2, 4, 5, 6; its profile holds 40 values on day 2 and 500 rows
+    # of which 450 null on day 5; y (breaching on day 3) has no profile row.
+    counts = [500, 500, 40, 500, 500, 500, 500]
+    nulls = [0, 0, 0, 0, 0, 450, 0]
+    profile = [
+        {
+            "window_start": START + i * DAY,
+            "window_end": START + (i + 1) * DAY,
+            "granularity": "1 day",
+            "column_name": "x",
+            "data_type": "double",
+            "log_type": "INPUT",
+            "monitor_version": 1,
+            "count": count,
+            "num_nulls": nulls[i],
+        }
+        for i, count in enumerate(counts)
+    ]
+    _frame(spark, profile, PROFILE_SCHEMA, with_cmp=False).write.format("delta").mode(
+        "overwrite"
+    ).save(drifted.path(INFO.profile_metrics_table_name))
+    once = AlertRule(name="once", metric="population_stability_index", above=0.2)
+    counted = AlertRule(
+        name="counted", metric="population_stability_index", above=0.2, min_count=100
+    )
+    days = {
+        rule.name: sorted(
+            (a.column_name, (a.window_start - START) // DAY)
+            for a in evaluate_rules(spark, drifted, INFO, [rule])
+        )
+        for rule in (once, counted)
+    }
+    assert days == {
+        "once": [("x", 1), ("x", 2), ("x", 4), ("x", 5), ("x", 6), ("y", 3)],
+        "counted": [("x", 1), ("x", 4), ("x", 6)],
+    }
