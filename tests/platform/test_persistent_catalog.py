@@ -80,7 +80,10 @@ def results(app: subprocess.Popen[str]) -> dict[str, list[list[str | None]]]:
 
 
 def tables_in(spark: SparkSession, schema: str) -> set[str]:
-    return {r["tableName"] for r in spark.sql(f"SHOW TABLES IN {schema}").collect()}
+    """The schema's tables and views; ``SHOW TABLES`` also lists the session's temporary views
+    (Feast's retrievals leave some in the shared session), which are no one else's."""
+    rows = spark.sql(f"SHOW TABLES IN {schema}").collect()
+    return {r["tableName"] for r in rows if not r["isTemporary"]}
 
 
 def test_catalog_conf_names_the_catalog_root_and_the_three_part_name(tmp_path: Path) -> None:
