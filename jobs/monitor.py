@@ -22,7 +22,8 @@ from lakehouse.monitoring.definition import list_monitors
 from lakehouse.platform.session import configure_logging
 from lakehouse.platform.settings import load_settings
 from lakehouse.platform.spark import get_spark, table_catalog
-from lakehouse.workflows.monitoring import CanaryRequest, refresh_and_evaluate
+from lakehouse.workflows.canary_flags import add_canary_flags, canary_request
+from lakehouse.workflows.monitoring import refresh_and_evaluate
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,20 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rules", help=f"alert rules file (default ./{RULES_FILE} if present, else built-in)"
     )
-    parser.add_argument(
-        "--canary-endpoint",
-        metavar="NAME",
-        help="with --act: serve a retrained challenger that passes the gate as the canary of "
-        "this endpoint of the running server ($LAKEHOUSE_SERVING_URL, token from "
-        "$LAKEHOUSE_SERVING_TOKEN)",
-    )
-    parser.add_argument(
-        "--canary-percent",
-        type=int,
-        default=10,
-        metavar="P",
-        help="the canary's share of the endpoint's traffic, 1-99 (default 10)",
-    )
+    add_canary_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -57,13 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         rules = load_rules(args.rules)
-        canary = None
-        if args.canary_endpoint is not None:
-            if not args.act:
-                raise ValueError(
-                    "--canary-endpoint needs --act (it serves the retrained challenger)"
-                )
-            canary = CanaryRequest(args.canary_endpoint, args.canary_percent)
+        canary = canary_request(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

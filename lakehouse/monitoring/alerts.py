@@ -151,10 +151,16 @@ class AlertRule:
         return cls(**dict(body))
 
 
+#: Windows with fewer values are passed over by the default PSI rule. Over ten decile bins, a
+#: window of n values scores about 9/n without any drift, and a bin a small window leaves empty
+#: adds about 0.7 (its share is floored at
+#: :data:`~lakehouse.monitoring.metrics.PSI_EPSILON`): 20 values score well above 0.2.
+PSI_MIN_COUNT = 150
+
 #: The platform's defaults (``monitoring_rules.yaml`` at the repository's root holds the same):
-#: input drift against the baseline for two days in a row, by size (PSI) or by significance
-#: (KS for numbers, chi-squared for categories); the label's share shifted in one day; the
-#: champion's ROC AUC a week long below its holdout figure.
+#: input drift against the baseline for two days in a row, by size (PSI, over windows of enough
+#: values) or by significance (KS for numbers, chi-squared for categories); the label's share
+#: shifted in one day; the champion's ROC AUC a week long below its holdout figure.
 DEFAULT_RULES: tuple[AlertRule, ...] = (
     AlertRule(
         name="input_psi",
@@ -162,6 +168,7 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         above=0.2,
         columns="inputs",
         consecutive=2,
+        min_count=PSI_MIN_COUNT,
         action="retrain",
     ),
     AlertRule(

@@ -87,6 +87,8 @@ class TableCatalog:
         Asks the file system for the ``_delta_log`` folder rather than Delta's cached log, so
         a table another application created since this one last looked is seen.
         """
+        if is_remote(spark):
+            return _remote_is_delta(spark, self.path(name))
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         log_dir = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log")
@@ -109,6 +111,8 @@ class TableCatalog:
 
     def list_tables(self, spark: SparkSession) -> list[str]:
         """The names of the Delta tables present under the root, sorted."""
+        if is_remote(spark):
+            return _remote_tables(spark)
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
@@ -125,6 +129,36 @@ class TableCatalog:
                 if fs.exists(jvm.org.apache.hadoop.fs.Path(table_dir, "_delta_log")):
                     found.append(f"{schema}.{table_dir.getName()}")
         return sorted(found)
+
+
+def is_remote(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client: no JVM in this process, so the platform's
+    helpers ask the server in SQL instead of calling Hadoop's file system through py4j."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _remote_is_delta(spark: SparkSession, path: str) -> bool:
+    """Whether the server finds a Delta table at ``path``."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        spark.sql(f"DESCRIBE DETAIL delta.`{path}`").collect()
+    except AnalysisException:
+        return False
+    return True
+
+
+def _remote_tables(spark: SparkSession) -> list[str]:
+    """The platform schemas' managed tables, as the server's persistent catalog lists them (a
+    managed table is a Delta folder under the root, as :meth:`TableCatalog.list_tables` finds)."""
+    found = [
+        f"{schema}.{table.name}"
+        for schema in SCHEMAS
+        if spark.catalog.databaseExists(schema)
+        for table in spark.catalog.listTables(schema)
+        if not table.isTemporary and table.tableType == "MANAGED"
+    ]
+    return sorted(found)
 
 
 def persistent_root(spark: SparkSession) -> str | None:

@@ -23,7 +23,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from lakehouse.platform.catalog import TableCatalog, register_table
+from lakehouse.platform.catalog import TableCatalog, is_remote, register_table
 from lakehouse.platform.crash import crash_point
 from lakehouse.platform.errors import on_target
 from lakehouse.platform.retry import retry_on_conflict
@@ -397,12 +397,13 @@ def describe(spark: SparkSession, catalog: TableCatalog, name: str) -> TableInfo
     asked only when that commit carries no ``commitInfo``); the rows are counted by Delta.
     """
     path = catalog.path(name)
-    version, info = latest_commit(spark, catalog, name)
+    # A Spark Connect client has no py4j to read the log with: the server answers in SQL.
+    version, info = (-1, {}) if is_remote(spark) else latest_commit(spark, catalog, name)
     if isinstance(info.get("operation"), str) and isinstance(info.get("timestamp"), int):
         operation = info["operation"]
         modified = datetime.fromtimestamp(info["timestamp"] / 1000, UTC).isoformat(" ")
     else:
-        last = DeltaTable.forPath(spark, path).history(1).first()
+        last = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()
         version = int(last["version"]) if last else -1
         operation = str(last["operation"]) if last else ""
         modified = str(last["timestamp"]) if last else ""

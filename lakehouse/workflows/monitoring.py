@@ -76,6 +76,7 @@ from lakehouse.platform.catalog import TableCatalog, split_name
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.tables import create_if_missing
 from lakehouse.scoring.canary import EndpointClient, ServingError, start_canary
+from lakehouse.workflows.canary_flags import CanaryRequest
 
 log = logging.getLogger(__name__)
 
@@ -129,23 +130,6 @@ class ActionRecord:
         if self.run_id and self.detail:
             produced += f"; {self.detail}"
         return f"{self.action} for {len(self.alert_ids)} alerts: {self.status} ({produced})"
-
-
-@dataclass(frozen=True)
-class CanaryRequest:
-    """Serve a challenger that passed the gate as the canary of ``endpoint`` with ``percent``
-    % of its traffic, through the server at ``url`` (None: ``$LAKEHOUSE_SERVING_URL`` or the
-    default, token from ``$LAKEHOUSE_SERVING_TOKEN``)."""
-
-    endpoint: str
-    percent: int = 10
-    url: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.endpoint:
-            raise ValueError("the canary needs an endpoint name")
-        if not 1 <= self.percent <= 99:
-            raise ValueError(f"the canary's percent must be between 1 and 99, got {self.percent}")
 
 
 @dataclass(frozen=True)
@@ -428,19 +412,31 @@ def refresh_and_evaluate(
 
 
 def latest_figures(
-    spark: SparkSession, catalog: TableCatalog, info: MonitorInfo, granularity: str = "1 day"
+    spark: SparkSession,
+    catalog: TableCatalog,
+    info: MonitorInfo,
+    granularity: str = "1 day",
+    min_rows: int = 0,
 ) -> dict[str, Any]:
     """The latest window's figures for a summary: its start, rows, label coverage, ROC AUC,
-    and the largest baseline PSI among the columns (column and value)."""
+    and the largest baseline PSI among the columns (column and value).
+
+    With ``min_rows``, the latest window holding that many rows: a window just begun (or a day
+    of a small world) has too few for its drift figures to mean anything.
+    """
     profile = catalog.read(spark, info.profile_metrics_table_name).where(
         "column_name = ':table' AND model_id IS NULL AND slice_key IS NULL "
         f"AND log_type = 'INPUT' AND granularity = '{granularity}'"
     )
-    latest = profile.orderBy(F.desc("window.start")).limit(1).collect()
+    ordered = profile.orderBy(F.desc("window.start"))
+    latest = ordered.where(F.col("count") >= min_rows).limit(1).collect() or (
+        ordered.limit(1).collect()
+    )
     if not latest:
         return {}
     row = latest[0]
     out: dict[str, Any] = {
+        "granularity": granularity,
         "window_start": row["window"]["start"],
         "rows": row["count"],
         "percent_labeled": row["percent_labeled"],
@@ -456,8 +452,12 @@ def latest_figures(
         out["latest_labelled_window"] = labelled[0]["window"]["start"]
         out["latest_labelled_roc_auc"] = labelled[0]["roc_auc_score"]
     if catalog.exists(spark, info.drift_metrics_table_name):
+        log = info.inference_log
+        # The model's inputs only: the score and the label are figures of their own.
+        outputs = [c for c in (log.prediction_col, log.label_col) if c] if log else []
         drift = (
             catalog.read(spark, info.drift_metrics_table_name)
+            .where(~F.col("column_name").isin(*outputs, ":table"))
             .where(
                 "model_id IS NULL AND slice_key IS NULL AND drift_type = 'BASELINE' "
                 f"AND granularity = '{granularity}' AND population_stability_index IS NOT NULL "
@@ -477,7 +477,8 @@ def summary_line(figures: dict[str, Any]) -> str:
     """The demo's one line of monitoring figures."""
     if not figures:
         return "no monitored window yet"
-    text = f"latest day {figures['window_start']:%Y-%m-%d}: {figures['rows']} predictions"
+    unit = str(figures.get("granularity", "1 day")).removeprefix("1 ")
+    text = f"latest {unit} of {figures['window_start']:%Y-%m-%d}: {figures['rows']} predictions"
     if figures.get("percent_labeled") is not None:
         text += f", {figures['percent_labeled']:.0%} labelled"
     if "max_psi" in figures:

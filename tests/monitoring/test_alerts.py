@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse.monitoring.alerts import (
     DEFAULT_RULES,
+    PSI_MIN_COUNT,
     AlertRule,
     alerts_table_name,
     evaluate_rules,
@@ -45,7 +47,7 @@ def test_the_default_rules_are_the_repository_s_rules_file() -> None:
         "1 day",
         "BASELINE",
     )
-    assert psi.columns == "inputs" and psi.action == "retrain"
+    assert psi.columns == "inputs" and psi.action == "retrain" and psi.min_count == PSI_MIN_COUNT
     assert (auc.metric, auc.below_holdout, auc.granularity, auc.model) == (
         "roc_auc_score",
         0.05,
@@ -141,8 +143,12 @@ def test_a_rule_fires_on_consecutive_breaches_only(
         {"window_start": START + DAY, "value": 0.3},
         {"window_start": START + 2 * DAY, "value": 0.25},
     ]
-    # The model's rules have nothing to read on a time-series monitor.
-    defaults = evaluate_rules(spark, drifted, INFO, DEFAULT_RULES)
+    # The default PSI rule passes over windows of fewer values than PSI_MIN_COUNT (nothing is
+    # profiled here); without that floor it fires where PSI_TWICE does. The model's rules have
+    # nothing to read on a time-series monitor.
+    assert evaluate_rules(spark, drifted, INFO, DEFAULT_RULES) == []
+    uncounted = [replace(r, min_count=0) for r in DEFAULT_RULES]
+    defaults = evaluate_rules(spark, drifted, INFO, uncounted)
     assert [(a.rule, a.window_start) for a in defaults] == [
         ("input_psi", a.window_start) for a in alerts
     ]

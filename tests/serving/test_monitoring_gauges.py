@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import runpy
 import shutil
 import subprocess
 import time
@@ -328,4 +329,13 @@ def test_canary_flags_are_checked_before_any_work(capsys: pytest.CaptureFixture[
     assert "--canary-endpoint needs --act" in capsys.readouterr().err
     args = ["monitor", "refresh", "gold.x", "--act", "--canary-endpoint", "credit"]
     assert cli_main([*args, "--canary-percent", "100"]) == 2
+    assert "between 1 and 99" in capsys.readouterr().err
+    # jobs/monitor.py takes the same flags, checked the same way before a session starts.
+    job = runpy.run_path(str(REPO_ROOT / "jobs" / "monitor.py"))
+    assert job["main"](["gold.x", "--canary-endpoint", "credit"]) == 2
+    assert "--canary-endpoint needs --act" in capsys.readouterr().err
+    assert (
+        job["main"](["gold.x", "--act", "--canary-endpoint", "credit", "--canary-percent", "0"])
+        == 2
+    )
     assert "between 1 and 99" in capsys.readouterr().err

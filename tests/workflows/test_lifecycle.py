@@ -8,6 +8,7 @@ scoring, serving, monitoring), in one kernel.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,7 +76,46 @@ def test_demo_runs_every_step_and_prints_a_summary(demo_home: tuple[Path, str]) 
 
 def test_explore_notebook(kernel: NotebookKernel) -> None:
     text = kernel.run("01_explore_lakehouse.ipynb")
+    assert "session: classic" in text
     assert "rows at version 0" in text
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_explore_notebook_through_spark_connect(demo_home: tuple[Path, str]) -> None:
+    """The same notebook, unchanged, in a kernel of its own whose session is a client of a
+    Spark Connect server over the demo's state folder: one setting apart."""
+    home, _ = demo_home
+    env = platform_env(LAKEHOUSE_HOME=str(home))
+    exe = str(Path(sys.executable).with_name("lakehouse"))
+    port = _free_port()
+    started = subprocess.run(
+        [exe, "connect", "start", "--port", str(port)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-3000:]
+    notebooks = NotebookKernel(
+        {
+            "LAKEHOUSE_HOME": str(home),
+            "LAKEHOUSE_SPARK_REMOTE": f"sc://localhost:{port}",
+            "PYSPARK_PYTHON": sys.executable,
+        }
+    )
+    try:
+        text = notebooks.run("01_explore_lakehouse.ipynb")
+    finally:
+        notebooks.close()
+        stopped = subprocess.run(
+            [exe, "connect", "stop"], env=env, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+    assert "session: Spark Connect" in text
+    assert "rows at version 0" in text
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
 
 
 def test_feature_store_notebook(kernel: NotebookKernel) -> None:

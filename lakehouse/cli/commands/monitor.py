@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
 
 from lakehouse.monitoring.alerts import RULES_FILE, load_rules
 from lakehouse.monitoring.baseline import (
@@ -32,9 +31,7 @@ from lakehouse.monitoring.refresh import check_columns
 from lakehouse.platform.catalog import split_name
 from lakehouse.platform.settings import load_settings
 from lakehouse.platform.spark import get_spark, table_catalog
-
-if TYPE_CHECKING:
-    from lakehouse.workflows.monitoring import CanaryRequest
+from lakehouse.workflows.canary_flags import add_canary_flags, canary_request
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -167,35 +164,6 @@ def build_monitor(args: argparse.Namespace) -> MonitorInfo:
         slicing_exprs=args.slices,
         columns=args.columns,
     )
-
-
-def add_canary_flags(parser: argparse.ArgumentParser) -> None:
-    """``--canary-endpoint`` and ``--canary-percent`` (``jobs/monitor.py`` has the same)."""
-    parser.add_argument(
-        "--canary-endpoint",
-        metavar="NAME",
-        help="with --act: serve a retrained challenger that passes the gate as the canary of "
-        "this endpoint of the running server ($LAKEHOUSE_SERVING_URL, token from "
-        "$LAKEHOUSE_SERVING_TOKEN)",
-    )
-    parser.add_argument(
-        "--canary-percent",
-        type=int,
-        default=10,
-        metavar="P",
-        help="the canary's share of the endpoint's traffic, 1-99 (default 10)",
-    )
-
-
-def canary_request(args: argparse.Namespace) -> CanaryRequest | None:
-    """The canary the flags ask for; ValueError for flags that do not go together."""
-    from lakehouse.workflows.monitoring import CanaryRequest
-
-    if args.canary_endpoint is None:
-        return None
-    if not args.act:
-        raise ValueError("--canary-endpoint needs --act (it serves the retrained challenger)")
-    return CanaryRequest(args.canary_endpoint, args.canary_percent)
 
 
 def _fail(message: str) -> int:
