@@ -67,6 +67,7 @@ SLOW_MODULES_FIRST = (
     "test_pipeline.py",
     "test_byo_ingest.py",
     "test_sql_endpoint.py",
+    "test_local_cluster.py",
     "test_spark_connect.py",
     "test_persistent_catalog.py",
     "test_lifecycle.py",

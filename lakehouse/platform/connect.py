@@ -15,25 +15,22 @@ The server runs in the background. Two files under the state folder describe it:
 * ``run/connect.pid``, its pid, address, start time and log file (JSON), for ``status``,
   ``stop`` and the message of a second ``start``.
 
-The server's output and the JVM's log (WARN and above) go to ``logs/connect-<time>.log``.
+The server's output and the JVM's log (WARN and above) go to ``logs/connect-<time>.log``. The
+lock, record, log and stop are :mod:`lakehouse.platform.daemon`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from lakehouse.platform import daemon
 from lakehouse.platform.jars import catalog_jar, resolve_jars, spark_jars_dir
-from lakehouse.platform.locks import EXIT_BUSY, lock_path
+from lakehouse.platform.locks import EXIT_BUSY
 from lakehouse.platform.logs import LogSetup
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.spark import catalog_conf, spark_conf
@@ -45,7 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 LOCK_NAME = "connect"
 
 
-class ConnectError(RuntimeError):
+class ConnectError(daemon.DaemonError):
     """The server could not be started or stopped; the message says why in one line."""
 
     exit_code = 1
@@ -125,52 +122,15 @@ def server_command(settings: Settings, conf: dict[str, str]) -> list[str]:
 
 def read_info(settings: Settings) -> ServerInfo | None:
     """The recorded server, or None (no file, or one that cannot be read)."""
-    try:
-        return ServerInfo(**json.loads(pid_path(settings).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
+    return daemon.read_record(pid_path(settings), ServerInfo)
 
 
 def running(settings: Settings) -> ServerInfo | None:
     """The running server of this state folder, or None; a stale pid file is removed."""
-    path = lock_path(settings.home, LOCK_NAME)
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDWR)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return read_info(settings) or ServerInfo(0, "?", 0, time.time(), "?")
+    if daemon.lock_free(settings.home, LOCK_NAME):
         pid_path(settings).unlink(missing_ok=True)  # the server ended without stop
-        fcntl.flock(fd, fcntl.LOCK_UN)
         return None
-    finally:
-        os.close(fd)
-
-
-def _port_answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _log_file(settings: Settings) -> Path:
-    folder = settings.home / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"connect-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    return read_info(settings) or ServerInfo(0, "?", 0, time.time(), "?")
 
 
 def start(
@@ -184,23 +144,19 @@ def start(
             ``wait`` seconds) before answering; the message names the log file.
     """
     settings.home.mkdir(parents=True, exist_ok=True)
-    lock = lock_path(settings.home, LOCK_NAME)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = daemon.acquire(settings.home, LOCK_NAME)
+    if fd is None:
+        info = read_info(settings)
+        who = f"pid {info.pid} at {info.url}" if info else "a server still starting"
+        raise ConnectBusy(
+            f"a Spark Connect server of {settings.home} runs already: {who} "
+            "(`lakehouse connect stop` first)"
+        )
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            info = read_info(settings)
-            who = f"pid {info.pid} at {info.url}" if info else "a server still starting"
-            raise ConnectBusy(
-                f"a Spark Connect server of {settings.home} runs already: {who} "
-                "(`lakehouse connect stop` first)"
-            ) from None
-        if not _port_free(host, port):
+        if not daemon.port_free(host, port):
             raise ConnectError(f"port {port} on {host} is in use by another process (--port)")
         conf = server_conf(settings, host, port)
-        log_file = _log_file(settings)
+        log_file = daemon.new_log(settings.home, "connect")
         java = conf.get("spark.driver.extraJavaOptions", "")
         conf["spark.driver.extraJavaOptions"] = (
             f"{java} {LogSetup(log_file, verbose=False).java_options()}".strip()
@@ -209,22 +165,12 @@ def start(
         env.pop("PYSPARK_GATEWAY_PORT", None)
         if settings.spark_master.startswith("local"):
             env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        with open(log_file, "ab") as out:
-            # The server inherits the locked descriptor: the lock lives exactly as long as it.
-            process = subprocess.Popen(
-                server_command(settings, conf),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                pass_fds=(fd,),
-                start_new_session=True,
-                cwd=settings.home,
-            )
+        # The server inherits the locked descriptor: the lock lives exactly as long as it.
+        process = daemon.spawn(
+            server_command(settings, conf), log_file, env, cwd=settings.home, pass_fds=(fd,)
+        )
         info = ServerInfo(process.pid, host, port, time.time(), str(log_file))
-        path = pid_path(settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(info)) + "\n")
+        daemon.write_record(pid_path(settings), info)
     finally:
         os.close(fd)
     if wait > 0:
@@ -233,20 +179,19 @@ def start(
 
 
 def _wait_ready(process: subprocess.Popen[bytes], info: ServerInfo, wait: float) -> None:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            raise ConnectError(
-                f"the Spark Connect server exited with code {code} before answering; see {info.log}"
-            )
-        if _port_answers(info.host, info.port):
-            return
-        time.sleep(0.25)
-    raise ConnectError(
-        f"the Spark Connect server (pid {info.pid}) did not answer on port {info.port} within "
-        f"{wait:.0f} s; it may still be starting, see {info.log}"
-    )
+    try:
+        ready = daemon.wait_ready(
+            process, lambda: daemon.port_answers(info.host, info.port), wait, poll=0.25
+        )
+    except daemon.ProcessExited as exc:
+        raise ConnectError(
+            f"the Spark Connect server exited with code {exc.code} before answering; see {info.log}"
+        ) from None
+    if not ready:
+        raise ConnectError(
+            f"the Spark Connect server (pid {info.pid}) did not answer on port {info.port} "
+            f"within {wait:.0f} s; it may still be starting, see {info.log}"
+        )
 
 
 def stop(settings: Settings, timeout: float = 60.0) -> ServerInfo | None:
@@ -259,20 +204,8 @@ def stop(settings: Settings, timeout: float = 60.0) -> ServerInfo | None:
         return None
     if info.pid <= 0:
         raise ConnectError(f"the server's pid is not recorded in {pid_path(settings)}")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(info.pid, signal.SIGTERM)
-    if not _ended(settings, timeout):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGKILL)
-        if not _ended(settings, 30.0):
-            raise ConnectError(f"the Spark Connect server (pid {info.pid}) did not end")
+    if not daemon.stop_process(
+        info.pid, timeout, ended=lambda: running(settings) is None, kill_wait=30.0
+    ):
+        raise ConnectError(f"the Spark Connect server (pid {info.pid}) did not end")
     return info
-
-
-def _ended(settings: Settings, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while running(settings) is not None:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-    return True

@@ -16,22 +16,19 @@ catalog reconciles that metastore with the folder layout under ``settings.tables
 name it is asked about, so the metastore holds nothing of its own.
 
 A running server is recorded in a pid file (JSON: pid, host, port, start time, log); a record
-whose process is gone, or is no longer the server, is stale and ignored.
+whose process is gone, or is no longer the server, is stale and ignored. The record, the log,
+the port checks and the stop are :mod:`lakehouse.platform.daemon`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+from lakehouse.platform import daemon
 from lakehouse.platform.jars import catalog_jar, resolve_jars, spark_jars_dir
 from lakehouse.platform.settings import Settings
 from lakehouse.platform.spark import catalog_conf, spark_conf
@@ -59,7 +56,7 @@ def log_path(settings: Settings) -> Path:
 
 def connect_host(host: str) -> str:
     """The address a client on this machine uses for a server bound to ``host``."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return daemon.client_host(host)
 
 
 def jdbc_url(host: str, port: int) -> str:
@@ -89,9 +86,8 @@ class ServerRecord:
 
 def read_record(settings: Settings) -> ServerRecord | None:
     """The recorded server if its process is still the server; None otherwise."""
-    try:
-        record = ServerRecord(**json.loads(pid_path(settings).read_text()))
-    except (OSError, ValueError, TypeError):
+    record = daemon.read_record(pid_path(settings), ServerRecord)
+    if record is None:
         return None
     if record.pid == os.getpid():  # a container restarted: its new main process has the pid
         return None
@@ -100,23 +96,12 @@ def read_record(settings: Settings) -> ServerRecord | None:
 
 def write_record(settings: Settings, record: ServerRecord) -> None:
     """Record ``record`` in the pid file (written beside it, then renamed into place)."""
-    path = pid_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record)) + "\n")
-    os.replace(tmp, path)
+    daemon.write_record(pid_path(settings), record)
 
 
 def clear_record(settings: Settings, pid: int | None = None) -> None:
     """Remove the pid file (only if it still names ``pid``, when given)."""
-    path = pid_path(settings)
-    if pid is not None:
-        try:
-            if json.loads(path.read_text()).get("pid") != pid:
-                return
-        except (OSError, ValueError, AttributeError):
-            pass
-    path.unlink(missing_ok=True)
+    daemon.clear_record(pid_path(settings), pid)
 
 
 def is_server_process(pid: int) -> bool:
@@ -146,11 +131,7 @@ def is_server_process(pid: int) -> bool:
 
 def port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     """Whether something accepts TCP connections on ``host``:``port``."""
-    try:
-        with socket.create_connection((connect_host(host), port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return daemon.port_answers(host, port, timeout)
 
 
 def spark_submit() -> str:
@@ -258,19 +239,13 @@ def start_background(settings: Settings, host: str, port: int, timeout: float) -
     folder = state_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     log = log_path(settings)
-    command = server_command(settings, host, port)
-    with open(log, "ab") as out:
-        out.write(f"\n==> {datetime.now(UTC).isoformat(timespec='seconds')} start\n".encode())
-        out.flush()
-        process = subprocess.Popen(
-            command,
-            cwd=folder,  # anything the JVM writes relative to its cwd stays here
-            env=server_env(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlives the command; Ctrl-C of the shell leaves it
-        )
+    process = daemon.spawn(
+        server_command(settings, host, port),
+        log,
+        server_env(settings),
+        cwd=folder,  # anything the JVM writes relative to its cwd stays here
+        banner=f"\n==> {datetime.now(UTC).isoformat(timespec='seconds')} start\n",
+    )
     record = ServerRecord(
         pid=process.pid,
         host=host,
@@ -279,17 +254,14 @@ def start_background(settings: Settings, host: str, port: int, timeout: float) -
         log=str(log),
     )
     write_record(settings, record)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = process.poll()
-        if code is not None:
-            clear_record(settings, process.pid)
-            raise StartFailed(
-                f"the server exited with code {code} before answering on port {port}; see {log}"
-            )
-        if port_answers(host, port):
+    try:
+        if daemon.wait_ready(process, lambda: port_answers(host, port), timeout, poll=0.5):
             return record
-        time.sleep(0.5)
+    except daemon.ProcessExited as exc:
+        clear_record(settings, process.pid)
+        raise StartFailed(
+            f"the server exited with code {exc.code} before answering on port {port}; see {log}"
+        ) from None
     stop_pid(process.pid, timeout=30.0)
     process.poll()
     clear_record(settings, process.pid)
@@ -320,40 +292,7 @@ def run_foreground(settings: Settings, host: str, port: int) -> NoReturn:
 
 def stop_pid(pid: int, timeout: float) -> bool:
     """SIGTERM ``pid`` and wait for it to end (SIGKILL after ``timeout``); False if it was gone."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not daemon.alive(pid):
         return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.2)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    while _alive(pid):
-        time.sleep(0.1)
+    daemon.stop_process(pid, timeout)
     return True
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a child of this process is reaped when it has exited)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass  # not this process's child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path("/proc") / str(pid) / "stat"
-    try:
-        return stat.read_text().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True

@@ -3,76 +3,36 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
+from lakehouse.platform import cluster
 from lakehouse.platform.catalog import TableCatalog
-from lakehouse.platform.settings import Settings
+from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.serving.process import free_port
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]
 
-SPARK_CLASS = Path(sys.executable).with_name("spark-class")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listens on port {port} after {seconds}s")
-
 
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A standalone master and one worker (1 core, 1 GB) on loopback."""
-    if not SPARK_CLASS.exists():
-        pytest.skip("spark-class is not installed")
-    logs = tmp_path_factory.mktemp("standalone")
-    port, ui, worker_ui = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_WORKER_DIR": str(logs)}
-    master = subprocess.Popen(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master",
-         "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs = [master]
+    """A standalone master and one worker (1 core, 1 GB) on loopback, as ``lakehouse cluster
+    start`` runs them; the master URL and the worker's folder."""
+    if not cluster.spark_class().is_file():
+        pytest.skip(f"spark-class is not installed: {cluster.spark_class()}")
+    home = tmp_path_factory.mktemp("standalone")
+    settings = load_settings("local", env={"LAKEHOUSE_HOME": str(home)})
+    info = cluster.start(settings, workers=1, port=free_port(), webui_port=free_port())
     try:
-        _wait_for_port(port, master)
-        url = f"spark://127.0.0.1:{port}"
-        worker = subprocess.Popen(
-            [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker",
-             "--cores", "1", "--memory", "1g", "--webui-port", str(worker_ui), url],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(worker)
-        _wait_for_port(worker_ui, worker)
-        yield url, logs
+        yield info.url, Path(info.workers[0].folder)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        cluster.stop(settings)
 
 
 def test_sql_runs_on_the_standalone_cluster(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lakehouse.cli.commands._daemon import EXIT_BUSY, EXIT_NOT_RUNNING, port_number, seconds
 from lakehouse.cli.console import format_seconds
 from lakehouse.platform.connect import (
     DEFAULT_HOST,
@@ -15,11 +16,7 @@ from lakehouse.platform.connect import (
     start,
     stop,
 )
-from lakehouse.platform.locks import EXIT_BUSY
 from lakehouse.platform.settings import load_settings
-
-#: Exit status of ``status`` when no server runs (the LSB init-script convention).
-EXIT_NOT_RUNNING = 3
 
 EPILOG = f"""\
 The server runs in the background with the same Delta and catalog configuration as every
@@ -32,26 +29,6 @@ Exit status: 0 done; 1 the server could not start or stop (one line naming the l
 {EXIT_BUSY} `start` found a server of this state folder running; {EXIT_NOT_RUNNING} `status` found
 none.
 """
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,11 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"address to bind (default {DEFAULT_HOST}: this machine only)",
     )
     start_.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
     )
     start_.add_argument(
         "--wait",
-        type=_seconds,
+        type=seconds,
         default=180.0,
         metavar="SECONDS",
         help="wait up to SECONDS for the server to answer (default 180; 0: return once launched)",
@@ -84,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     stop_ = actions.add_parser("stop", help="stop the server (SIGTERM, then wait)")
     stop_.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=60.0,
         metavar="SECONDS",
         help="SIGKILL the server if it has not ended after SECONDS (default 60)",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lakehouse.platform.locks import EXIT_BUSY, exclusive
+from lakehouse.cli.commands._daemon import EXIT_BUSY, EXIT_NOT_RUNNING, port_number
+from lakehouse.platform.locks import exclusive
 from lakehouse.platform.settings import load_settings
 from lakehouse.platform.sql_endpoint import (
     DEFAULT_HOST,
@@ -23,19 +24,6 @@ from lakehouse.platform.sql_endpoint import (
     start_background,
     stop_pid,
 )
-
-#: Exit status of ``status`` when no server runs (as an init script's ``status``).
-EXIT_NOT_RUNNING = 3
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 in a container)",
     )
     start.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
     )
     start.add_argument(
         "--timeout",
