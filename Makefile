@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Two test processes, each module kept on one, the slowest modules first (tests/conftest.py).
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# Two test processes, each module kept on one, the slowest modules first (tests/conftest.py);
+# the 30 slowest tests are listed at the end.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 

@@ -66,6 +66,8 @@ SLOW_MODULES_FIRST = (
     "test_conflicts.py",
     "test_pipeline.py",
     "test_byo_ingest.py",
+    "test_shared_services.py",
+    "test_object_store.py",
     "test_sql_endpoint.py",
     "test_local_cluster.py",
     "test_spark_connect.py",

@@ -5,10 +5,11 @@ feature views, the ``credit_risk_v1`` service). This module is the glue the plat
 
 * :func:`feature_store` builds a :class:`feast.FeatureStore` for a :class:`Settings` object; its
   configuration is rendered from the settings into ``settings.feast_dir/feature_store.yaml``:
-  registry under ``settings.feast_dir``; the offline store of :mod:`lakehouse.features.offline`
-  with the platform's Delta configuration; the SQLite online store of
-  :mod:`lakehouse.features.online` (Feast's format, faster hooks) with the batch engine of
-  :mod:`lakehouse.features.engine`; Feast's own SQLite store (the same file) when
+  the registry a file under ``settings.feast_dir``, or Feast's SQL registry at
+  ``settings.feast_registry`` (a SQLAlchemy URL, PostgreSQL for a team); the offline store of
+  :mod:`lakehouse.features.offline` with the platform's Delta configuration; the SQLite
+  online store of :mod:`lakehouse.features.online` (Feast's format, faster hooks) with the
+  batch engine of :mod:`lakehouse.features.engine`; Feast's own SQLite store (the same file) when
   ``settings.online_store`` is ``feast-sqlite``; or Redis at ``settings.redis_url``.
 * :func:`apply` registers the repository's definitions, with every source re-rooted at the
   settings' table root; :func:`materialize` loads the online store incrementally through
@@ -69,6 +70,9 @@ FEATURE_REPO_ENV = "LAKEHOUSE_FEATURE_REPO"
 TABLE_TAG = "lakehouse_table"
 #: Entity join key of every feature view.
 ENTITY_KEY = online.ENTITY_KEY
+#: How long a process trusts its cached copy of a SQL registry before reading it again: another
+#: process's ``apply`` is seen within this time (a process's own writes refresh it at once).
+SQL_REGISTRY_CACHE_TTL_SECONDS = 60
 #: Event-time column of entity frames given to :func:`historical_features`.
 EVENT_TIMESTAMP = "event_timestamp"
 
@@ -127,6 +131,31 @@ def offline_spark_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
+def registry_config(settings: Settings) -> dict[str, Any]:
+    """The ``registry`` mapping of ``feature_store.yaml``: a file, or Feast's SQL registry.
+
+    The SQL registry's connections are checked before use (``pool_pre_ping``), so a process
+    outlives a restart of the database between two calls.
+    """
+    if not settings.feast_registry:
+        return {"registry_type": "file", "path": str(settings.feast_dir / "registry.db")}
+    return {
+        "registry_type": "sql",
+        "path": settings.feast_registry,
+        "cache_ttl_seconds": SQL_REGISTRY_CACHE_TTL_SECONDS,
+        "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
+    }
+
+
+def registry_location(settings: Settings) -> str:
+    """Where the registry lives, for messages: the file, or the SQL URL without its password."""
+    if not settings.feast_registry:
+        return str(settings.feast_dir / "registry.db")
+    from sqlalchemy.engine import make_url  # Feast's dependency; only the SQL registry needs it
+
+    return make_url(settings.feast_registry).render_as_string(hide_password=True)
+
+
 def feature_store_config(settings: Settings, feast_sqlite: bool | None = None) -> dict[str, Any]:
     """The ``feature_store.yaml`` mapping for ``settings``.
 
@@ -148,7 +177,7 @@ def feature_store_config(settings: Settings, feast_sqlite: bool | None = None) -
     return {
         "project": PROJECT,
         "provider": "local",
-        "registry": {"registry_type": "file", "path": str(feast_dir / "registry.db")},
+        "registry": registry_config(settings),
         "online_store": online_store,
         "offline_store": {"type": offline.STORE_TYPE, "spark_conf": offline_spark_conf(settings)},
         **engine,
@@ -237,7 +266,7 @@ def apply(settings: Settings, table_versions: dict[str, int] | None = None) -> l
     store = feature_store(settings)
     store.apply(objects)
     names = sorted(v.name for v in _module_objects(module, FeatureView))
-    log.info("applied %d feature views to %s", len(names), store.config.registry.path)
+    log.info("applied %d feature views to %s", len(names), registry_location(settings))
     return names
 
 
@@ -345,11 +374,14 @@ def build_training_set(
 
     With ``table_versions`` (as recorded by an earlier training run) every table is read at
     that Delta version instead: the same definitions are applied to a throw-away registry whose
-    sources time-travel, so the frame is the one that run trained on.
+    sources time-travel, so the frame is the one that run trained on. That registry is always a
+    file, so a shared SQL registry never sees the pinned sources.
     """
     if table_versions:
         with tempfile.TemporaryDirectory(prefix="lakehouse-pinned-") as tmp:
-            pinned = replace(settings, home=Path(tmp), tables_uri=settings.tables_root)
+            pinned = replace(
+                settings, home=Path(tmp), tables_uri=settings.tables_root, feast_registry=None
+            )
             apply(pinned, table_versions)
             return _training_set(spark, pinned, catalog, dict(table_versions))
     return _training_set(spark, settings, catalog, None)

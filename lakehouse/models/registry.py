@@ -15,6 +15,11 @@ Every champion is appended to the registered model's tag ``lakehouse.champion_hi
 (a JSON list of versions), which :func:`rollback` walks back. The gate that decides which
 versions get there is :mod:`lakehouse.models.gate`.
 
+Training registers a version, then gates it. A tracking server lost in between for longer than
+MLflow's retries last leaves the version READY and loadable but unjudged: no verdict, no alias,
+no stage, so nothing scores with it. :meth:`ModelRegistry.interrupted` tells such a version, and
+:func:`promote` refuses it without ``force``, so it never reaches an alias by hand unjudged.
+
 Importing this module imports neither MLflow nor pyspark (MLflow imports pyspark), so that
 serving and the CLI can name models without a JVM's worth of imports: MLflow is imported
 where a function first needs it.
@@ -50,6 +55,9 @@ GATE_TAG_PREFIX = "lakehouse.gate."
 PROMOTED = "promoted"
 CHALLENGER_VERDICT = "challenger"
 REJECTED = "rejected"
+#: Run tag of the platform's training runs (:mod:`lakehouse.models.training`), whose versions
+#: are registered to be gated.
+TRAINING_RUN_TAG = "lakehouse.feature_service"
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,23 @@ class ModelRegistry:
 
         return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
 
+    def interrupted(self, version: int) -> bool:
+        """Whether ``version`` was registered by a training run that stopped before its gate.
+
+        Such a version has no gate verdict although its run is one of the platform's training
+        runs; a version registered by hand (a run without :data:`TRAINING_RUN_TAG`) is not one.
+        """
+        from mlflow.exceptions import MlflowException  # on first use: MLflow imports pyspark
+
+        mv = self.require_version(version)
+        if f"{GATE_TAG_PREFIX}verdict" in (mv.tags or {}) or not mv.run_id:
+            return False
+        try:
+            run = self.client.get_run(mv.run_id)
+        except MlflowException:
+            return False
+        return TRAINING_RUN_TAG in run.data.tags
+
     def tag_version(self, version: int, tags: dict[str, str]) -> None:
         """Set ``tags`` on one version."""
         for key, value in tags.items():
@@ -162,6 +187,12 @@ class ModelRegistry:
                 f"version {version} of {self.name} was rejected by the gate "
                 f"({tags.get(f'{GATE_TAG_PREFIX}reason', 'no reason recorded')}); "
                 "use force to promote it anyway"
+            )
+        if not force and self.interrupted(version):
+            raise ValueError(
+                f"version {version} of {self.name} has no gate verdict: its training stopped "
+                "after registering it (the tracking server was lost) or is gating it now; "
+                "train again, or use force to promote it anyway"
             )
         if self.aliases().get(CHAMPION) == version:
             log.info("version %s of %s is already the champion", version, self.name)
@@ -242,7 +273,8 @@ def promote(settings: Settings, version: int, force: bool = False) -> int | None
     """Make ``version`` the champion (alias ``champion``, stage Production).
 
     The former champion is archived and the new one appended to the champion history.
-    A version the gate rejected is refused unless ``force``. Returns the former champion.
+    A version the gate rejected, or never judged because its training stopped after
+    registering it, is refused unless ``force``. Returns the former champion.
     """
     return ModelRegistry.of(settings).promote(version, force=force)
 

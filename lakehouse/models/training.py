@@ -539,19 +539,42 @@ def _gate(
     spark: SparkSession | None,
     catalog: TableCatalog | None,
 ) -> GateDecision:
-    """Run the gate on the new version; tag the run with the verdict; audit it given Spark."""
-    decision = run_gate(
-        settings,
-        version,
-        split.X_holdout,
-        split.y_holdout,
-        gate,
-        table_versions=split.table_versions,
-    )
+    """Run the gate on the new version; tag the run with the verdict; audit it given Spark.
+
+    A gate that fails (the tracking server lost, say) withdraws the version it was judging when
+    the server still answers and the version holds no alias yet, so no unjudged version is left
+    for anyone to promote; where it cannot, the registry's ``interrupted`` says so.
+    """
+    try:
+        decision = run_gate(
+            settings,
+            version,
+            split.X_holdout,
+            split.y_holdout,
+            gate,
+            table_versions=split.table_versions,
+        )
+    except Exception:
+        _withdraw(settings, version)
+        raise
     mlflow_client(settings).set_tag(run_id, "lakehouse.gate_verdict", decision.verdict)
     if spark is not None and catalog is not None:
         write_gate_audit(spark, catalog, decision)
     return decision
+
+
+def _withdraw(settings: Settings, version: int) -> None:
+    """Delete ``version`` of the model if it holds no alias (best effort, logged)."""
+    client = mlflow_client(settings)
+    try:
+        held = client.get_model_version(settings.model_name, str(version)).aliases
+        if held:
+            log.warning("version %d holds %s: left for the gate to judge again", version, held)
+            return
+        client.delete_model_version(settings.model_name, str(version))
+        log.warning("withdrew %s version %d: its gate did not run", settings.model_name, version)
+    except MlflowException as exc:
+        log.warning("could not withdraw version %d after its gate failed: %s", version, exc)
 
 
 # --- Sweep -----------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The JVM side: Delta Lake's jars from Maven Central, and the platform's own JVM classes.
 
 ``python -m lakehouse.platform.jars`` (run by ``make setup``) checks Java, resolves Delta's jars
-with Maven when they are missing, builds the jars of the local file system and of the persistent
-catalog when they are missing (see :func:`local_fs_jar` and :func:`catalog_jar`) and prints their
-paths. A second run finds them and does nothing else. No jar is ever committed to the repository.
+and those of the ``s3a://`` connector (:data:`OBJECT_STORE_ARTIFACTS`) with Maven when they are
+missing, builds the jars of the local file system and of the persistent catalog when they are
+missing (see :func:`local_fs_jar` and :func:`catalog_jar`) and prints their paths. A second run
+finds them and does nothing else. No jar is ever committed to the repository.
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ DELTA_ARTIFACTS: tuple[tuple[str, str, str], ...] = (
     ("io.delta", "delta-storage", DELTA_VERSION),
 )
 
+#: The Hadoop version of Spark's own client jars (``hadoop-client-api-3.5.0.jar`` in pyspark).
+HADOOP_VERSION = "3.5.0"
+#: The AWS SDK v2 that hadoop-aws 3.5.0 is built with (``aws-java-sdk-v2.version`` in the pom of
+#: ``hadoop-project`` 3.5.0, the parent of hadoop-aws's pom). S3A checks no version at run time,
+#: so another SDK fails late, on the first request that differs.
+AWS_SDK_VERSION = "2.35.4"
+#: ``analyticsaccelerator-s3``, the other compile-scope dependency of hadoop-aws 3.5.0.
+S3_ANALYTICS_ACCELERATOR_VERSION = "1.3.1"
+
+#: Hadoop's S3A connector (``s3a://``) and what it needs at run time, resolved at set-up like
+#: Delta's jars: on the class path of sessions whose tables live on an object store, and of
+#: every local session once resolved (see :func:`lakehouse.platform.spark.get_spark`).
+OBJECT_STORE_ARTIFACTS: tuple[tuple[str, str, str], ...] = (
+    ("org.apache.hadoop", "hadoop-aws", HADOOP_VERSION),
+    ("software.amazon.awssdk", "bundle", AWS_SDK_VERSION),
+    (
+        "software.amazon.s3.analyticsaccelerator",
+        "analyticsaccelerator-s3",
+        S3_ANALYTICS_ACCELERATOR_VERSION,
+    ),
+)
+
 
 class SetupError(RuntimeError):
     """The machine lacks something the platform needs; the message says what to do."""
@@ -42,13 +65,36 @@ def m2_repository() -> Path:
     return Path(os.environ.get("M2_REPO", "~/.m2/repository")).expanduser()
 
 
-def jar_paths(repo: Path | None = None) -> list[Path]:
-    """Where each Delta jar lives in the local Maven repository."""
+def artifact_paths(
+    artifacts: tuple[tuple[str, str, str], ...], repo: Path | None = None
+) -> list[Path]:
+    """Where each of ``artifacts`` (group, artifact, version) is in the local Maven repository."""
     repo = repo or m2_repository()
     return [
         repo.joinpath(*group.split("."), artifact, version, f"{artifact}-{version}.jar")
-        for group, artifact, version in DELTA_ARTIFACTS
+        for group, artifact, version in artifacts
     ]
+
+
+def jar_paths(repo: Path | None = None) -> list[Path]:
+    """Where each Delta jar lives in the local Maven repository."""
+    return artifact_paths(DELTA_ARTIFACTS, repo)
+
+
+def object_store_jar_paths(repo: Path | None = None) -> list[Path]:
+    """Where each jar of :data:`OBJECT_STORE_ARTIFACTS` lives in the local Maven repository."""
+    return artifact_paths(OBJECT_STORE_ARTIFACTS, repo)
+
+
+def object_store_in_use() -> bool:
+    """Whether the settings in effect keep the tables on an object store (``s3a://``).
+
+    What :func:`resolve_jars` asks by default, so that ``lakehouse jars`` (the ``--jars`` of
+    every ``spark-submit``) names the S3A jars exactly when the jobs it feeds need them.
+    """
+    from lakehouse.platform.settings import load_settings
+
+    return load_settings().tables_on_object_store
 
 
 def java_major_version(java: str = "java") -> int:
@@ -89,20 +135,44 @@ def check_python_package() -> None:
         log.warning("delta-spark %s installed but jars are %s", installed, DELTA_VERSION)
 
 
-def resolve_jars(repo: Path | None = None) -> list[Path]:
-    """Return the Delta jars, downloading them with Maven first when any is missing."""
-    paths = jar_paths(repo)
+def resolve_jars(repo: Path | None = None, object_store: bool | None = None) -> list[Path]:
+    """Return the Delta jars, downloading them with Maven first when any is missing.
+
+    Args:
+        repo: the local Maven repository; default :func:`m2_repository`.
+        object_store: also return (and resolve) the S3A jars of :data:`OBJECT_STORE_ARTIFACTS`,
+            after Delta's; default: when the settings in effect keep tables on an object store
+            (:func:`object_store_in_use`).
+    """
+    if object_store is None:
+        object_store = object_store_in_use()
+    paths = _resolve(DELTA_ARTIFACTS, repo)
+    if object_store:
+        paths.extend(resolve_object_store_jars(repo))
+    return paths
+
+
+def resolve_object_store_jars(repo: Path | None = None) -> list[Path]:
+    """Return the S3A jars, downloading them with Maven first when any is missing, and the
+    platform's LogStore for S3 (:func:`log_store_jar`) when it can be built."""
+    paths = _resolve(OBJECT_STORE_ARTIFACTS, repo)
+    log_store = log_store_jar() if repo is None else None
+    return paths if log_store is None else [*paths, log_store]
+
+
+def _resolve(artifacts: tuple[tuple[str, str, str], ...], repo: Path | None) -> list[Path]:
+    """The jars of ``artifacts``, each fetched with ``mvn dependency:get`` when missing."""
+    paths = artifact_paths(artifacts, repo)
     missing = [
-        (coords, path)
-        for coords, path in zip(DELTA_ARTIFACTS, paths, strict=True)
-        if not path.is_file()
+        (coords, path) for coords, path in zip(artifacts, paths, strict=True) if not path.is_file()
     ]
     if not missing:
         return paths
     mvn = shutil.which("mvn")
     if mvn is None:
+        what = "Delta Lake's jars are" if missing[0][0] in DELTA_ARTIFACTS else "S3A's jars are"
         raise SetupError(
-            "Delta Lake's jars are not in ~/.m2 and Maven is not installed to fetch them. "
+            f"{what} not in ~/.m2 and Maven is not installed to fetch them. "
             "Install Maven (Debian: apt-get install maven) and run `make setup` again."
         )
     for (group, artifact, version), _ in missing:
@@ -136,6 +206,11 @@ _CATALOG_SOURCES = [
     Path(__file__).with_name("jvm") / name
     for name in ("FolderCatalog.java", "LakehouseCatalog.java", "LakehouseExtension.java")
 ]
+
+
+#: Delta's LogStore for ``s3a://`` tables written by several applications at once.
+LOG_STORE_CLASS = "io.lakehouse.storage.S3ConditionalLogStore"
+_LOG_STORE_SOURCE = Path(__file__).with_name("jvm") / "S3ConditionalLogStore.java"
 
 
 def spark_jars_dir() -> Path:
@@ -192,6 +267,23 @@ def catalog_jar(cache: Path | None = None) -> Path | None:
     return _built_jar("lakehouse-catalog", _CATALOG_SOURCES, classpath, cache, versions)
 
 
+def log_store_jar(cache: Path | None = None) -> Path | None:
+    """The jar of :data:`LOG_STORE_CLASS`, compiled on first use.
+
+    Compiled against Spark's Hadoop, Delta's storage jar and the S3A jars, once per source and
+    version of each (all in the jar's name), into :func:`cache_dir`. Returns ``None`` when it
+    is missing and cannot be built (no ``javac``, the jars not resolved yet, a failed build).
+    """
+    spark_jars = spark_jars_dir()
+    hadoop = sorted(spark_jars.glob("hadoop-client-api-*.jar"))
+    needed = [jar_paths()[1], *object_store_jar_paths()]
+    if not hadoop or not all(p.is_file() for p in needed):
+        return None
+    classpath = [str(spark_jars / "*"), *(str(p) for p in needed)]
+    versions = "".join([hadoop[-1].name, *(p.name for p in needed)]).encode()
+    return _built_jar("lakehouse-logstore", [_LOG_STORE_SOURCE], classpath, cache, versions)
+
+
 def _built_jar(
     prefix: str,
     sources: list[Path],
@@ -237,12 +329,16 @@ def main() -> int:
     try:
         major = check_java()
         check_python_package()
-        paths = resolve_jars()
+        paths = resolve_jars(object_store=False)
+        s3a = resolve_object_store_jars()
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"java {major}; delta {DELTA_VERSION} for spark {SPARK_BINARY_VERSION}:")
     for path in paths:
+        print(f"  {path}")
+    print(f"s3a (hadoop-aws {HADOOP_VERSION}, AWS SDK {AWS_SDK_VERSION}):")
+    for path in s3a:
         print(f"  {path}")
     local_fs = local_fs_jar()
     if local_fs is None:

@@ -11,8 +11,16 @@ values, so that tests and CI can point everything at a temporary folder:
 ``LAKEHOUSE_SHUFFLE_PARTITIONS``  ``spark.sql.shuffle.partitions``
 ``LAKEHOUSE_ONLINE_STORE``  ``sqlite`` or ``redis``
 ``LAKEHOUSE_REDIS_URL``     ``host:port`` of Redis
+``LAKEHOUSE_FEAST_REGISTRY``  SQLAlchemy URL of Feast's SQL registry (default: a file)
 ``MLFLOW_TRACKING_URI``     MLflow tracking store (default: SQLite under the root)
 ``MLFLOW_REGISTRY_URI``     MLflow model registry store (default: the tracking store)
+``LAKEHOUSE_TABLES_URI``    root of the Delta tables (``s3a://bucket/prefix`` on an object store)
+``LAKEHOUSE_S3_ENDPOINT``   URL of an S3-compatible store (unset: Amazon S3)
+``LAKEHOUSE_S3_PATH_STYLE`` ``true`` or ``false``: bucket in the path instead of the host name
+``LAKEHOUSE_S3_REGION``     the store's region
+``LAKEHOUSE_S3_CONDITIONAL_WRITES``  ``true`` or ``false``: see :class:`ObjectStore`
+``AWS_ACCESS_KEY_ID``       the object store's access key (secret: environment only)
+``AWS_SECRET_ACCESS_KEY``   the object store's secret key (secret: environment only)
 ==========================  ==============================================
 
 Secrets (passwords, keys) are never read from the YAML: only from the environment.
@@ -21,7 +29,7 @@ Secrets (passwords, keys) are never read from the YAML: only from the environmen
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,51 @@ PROFILE_ENV = "LAKEHOUSE_PROFILE"
 #: Online stores: the platform's SQLite store class, Feast's own SQLite store, Redis.
 ONLINE_STORES: tuple[str, ...] = ("sqlite", "feast-sqlite", "redis")
 HOME_ENV = "LAKEHOUSE_HOME"
+#: The URI schemes of the object stores the platform reaches through Hadoop's S3A connector.
+OBJECT_STORE_SCHEMES: tuple[str, ...] = ("s3a",)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """How Spark reaches an S3-compatible object store through ``s3a://`` URIs.
+
+    Attributes:
+        endpoint: URL of the store (``http://localhost:8333``); ``None`` means Amazon S3.
+            An ``http://`` URL turns TLS off.
+        path_style_access: address buckets as ``<endpoint>/<bucket>`` rather than as
+            ``<bucket>.<host>``, which S3-compatible servers on one host name need.
+        region: the region the store answers for (S3-compatible servers accept any).
+        conditional_writes: the store honours ``If-None-Match: *`` on ``PutObject``, so a
+            Delta commit can be created only if absent, from any number of applications at
+            once (see :func:`lakehouse.platform.spark.object_store_conf`). Without it Delta's
+            default LogStore for S3 serializes the commits of one application only.
+        access_key: access key id, from ``AWS_ACCESS_KEY_ID`` only.
+        secret_key: secret access key, from ``AWS_SECRET_ACCESS_KEY`` only (never shown).
+    """
+
+    endpoint: str | None = None
+    path_style_access: bool = True
+    region: str = "us-east-1"
+    conditional_writes: bool = True
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+
+    @property
+    def ssl_enabled(self) -> bool:
+        """Whether the connection uses TLS: only a plain ``http://`` endpoint turns it off."""
+        return not (self.endpoint or "").lower().startswith("http://")
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether both keys came from the environment (else AWS's default provider chain)."""
+        return bool(self.access_key and self.secret_key)
+
+
+def is_object_store_uri(uri: str | None) -> bool:
+    """Whether ``uri`` names a location on an object store (``s3a://bucket/...``)."""
+    return bool(uri) and str(uri).split("://", 1)[0].lower() in OBJECT_STORE_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -54,6 +107,10 @@ class Settings:
             platform's faster store class), ``feast-sqlite`` (Feast's own SQLite store, the
             same file) or ``redis``.
         redis_url: ``host:port`` of Redis when ``online_store`` is ``redis``.
+        feast_registry: SQLAlchemy URL of a Feast SQL registry shared by every process and
+            machine (``postgresql+psycopg2://user@host:5432/feast``; the password, if any,
+            from the environment); ``None`` means the file registry under ``feast_dir``.
+        object_store: how ``s3a://`` locations are reached (tables on an object store).
     """
 
     profile: str
@@ -69,6 +126,8 @@ class Settings:
     model_name: str = "credit_risk_model"
     online_store: str = "sqlite"
     redis_url: str = "localhost:6379"
+    feast_registry: str | None = None
+    object_store: ObjectStore = field(default_factory=ObjectStore)
 
     # Derived locations -------------------------------------------------------------------
     @property
@@ -80,6 +139,11 @@ class Settings:
     def tables_root(self) -> str:
         """Root of the Delta tables: ``<root>/<schema>/<table>``."""
         return self.tables_uri or str(self.home / "tables")
+
+    @property
+    def tables_on_object_store(self) -> bool:
+        """Whether the tables live on an object store (``tables_uri`` is ``s3a://...``)."""
+        return is_object_store_uri(self.tables_uri)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -138,6 +202,38 @@ def _read_profile(profile: str) -> dict[str, Any]:
     return data
 
 
+def _flag(value: object, name: str) -> bool:
+    """A YAML boolean or an environment string (``true``/``false``, ``1``/``0``...)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def _object_store(storage: dict[str, Any], env: dict[str, str]) -> ObjectStore:
+    """The object-store settings: the profile's ``storage.object_store``, then the environment."""
+    conf = storage.get("object_store", {}) or {}
+    default = ObjectStore()
+    return ObjectStore(
+        endpoint=env.get("LAKEHOUSE_S3_ENDPOINT", conf.get("endpoint")) or None,
+        path_style_access=_flag(
+            env.get("LAKEHOUSE_S3_PATH_STYLE", conf.get("path_style_access", True)),
+            "path_style_access",
+        ),
+        region=str(env.get("LAKEHOUSE_S3_REGION", conf.get("region")) or default.region),
+        conditional_writes=_flag(
+            env.get("LAKEHOUSE_S3_CONDITIONAL_WRITES", conf.get("conditional_writes", True)),
+            "conditional_writes",
+        ),
+        access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+        secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+    )
+
+
 def load_settings(profile: str | None = None, env: dict[str, str] | None = None) -> Settings:
     """Build the settings from a profile and the environment.
 
@@ -174,4 +270,6 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         model_name=str(mlf.get("model_name", "credit_risk_model")),
         online_store=online_store,
         redis_url=env.get("LAKEHOUSE_REDIS_URL", feast.get("redis_url", "localhost:6379")),
+        feast_registry=env.get("LAKEHOUSE_FEAST_REGISTRY", feast.get("registry")) or None,
+        object_store=_object_store(storage, env),
     )

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -19,11 +20,14 @@ from lakehouse.platform.jars import (
     CATALOG_CLASS,
     CATALOG_EXTENSION,
     LOCAL_FS_CLASS,
+    LOG_STORE_CLASS,
     catalog_jar,
     local_fs_jar,
+    object_store_jar_paths,
     resolve_jars,
+    resolve_object_store_jars,
 )
-from lakehouse.platform.settings import Settings, load_settings
+from lakehouse.platform.settings import ObjectStore, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,8 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
     this process launches the JVM with a local master, the platform's own local file system
     (:data:`lakehouse.platform.jars.LOCAL_FS_CLASS`), which sets permissions without forking
     ``chmod``. Executors and ``spark-submit`` drivers lack its jar and keep Hadoop's class.
+
+    Tables on an object store (``tables_uri`` ``s3a://...``) add :func:`object_store_conf`.
     """
     conf = {
         "spark.sql.extensions": DELTA_EXTENSION,
@@ -81,6 +87,8 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
         ),
         **delta_write_conf(),
     }
+    if settings.tables_on_object_store:
+        conf.update(object_store_conf(settings.object_store))
     if settings.spark_master.startswith("local"):
         # Past 32 paths Spark lists a micro-batch's files with a job of one task per file;
         # locally those tasks share the driver's cores, so listing on the driver is cheaper.
@@ -93,6 +101,56 @@ def spark_conf(settings: Settings, launches_jvm: bool = True) -> dict[str, str]:
 
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+#: S3A's provider of the keys in ``fs.s3a.access.key`` and ``fs.s3a.secret.key``.
+SIMPLE_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+#: The Spark setting that names Delta's LogStore for ``s3a://`` paths.
+LOG_STORE_CONF = "spark.delta.logStore.s3a.impl"
+
+
+def s3a_options(store: ObjectStore, bucket: str | None = None) -> dict[str, str]:
+    """Hadoop's S3A options for ``store``: ``fs.s3a.<option>``, or per bucket with ``bucket``.
+
+    Per-bucket options (``fs.s3a.bucket.<bucket>.<option>``) apply to that bucket alone, so one
+    application can reach several stores. The keys come from the environment only
+    (:class:`ObjectStore`); without them S3A keeps AWS's default chain of credential providers.
+    """
+    prefix = f"fs.s3a.bucket.{bucket}." if bucket else "fs.s3a."
+    options = {
+        "path.style.access": str(store.path_style_access).lower(),
+        "endpoint.region": store.region,
+        "connection.ssl.enabled": str(store.ssl_enabled).lower(),
+        "create.conditional.enabled": str(store.conditional_writes).lower(),
+        # Uploads are buffered in memory: S3A's default buffers on disk through Hadoop's
+        # checksummed local file system, which the platform replaces with the raw one.
+        "fast.upload.buffer": "bytebuffer",
+    }
+    if store.endpoint:
+        options["endpoint"] = store.endpoint
+    if store.has_credentials:
+        options["aws.credentials.provider"] = SIMPLE_CREDENTIALS
+        options["access.key"] = str(store.access_key)
+        options["secret.key"] = str(store.secret_key)
+    return {prefix + key: value for key, value in options.items()}
+
+
+def object_store_conf(store: ObjectStore) -> dict[str, str]:
+    """The Spark configuration of tables on an object store through ``s3a://``.
+
+    S3A's options (:func:`s3a_options`) as ``spark.hadoop.*``, which reach the driver and the
+    executors alike, and Delta's LogStore for ``s3a://`` paths. With conditional writes it is
+    the platform's (:data:`lakehouse.platform.jars.LOG_STORE_CLASS`, whose jar
+    :func:`lakehouse.platform.jars.resolve_object_store_jars` adds), which creates each commit
+    only if absent, so two applications appending to one table at once both land, one after
+    the other. Without them it is Delta's default, ``S3SingleDriverLogStore``, which serializes
+    the commits of the application it runs in only: two applications writing one table at once
+    can both write the same version, and one commit is lost.
+    """
+    conf = {f"spark.hadoop.{key}": value for key, value in s3a_options(store).items()}
+    if store.conditional_writes:
+        conf[LOG_STORE_CONF] = LOG_STORE_CLASS
+    return conf
 
 
 def catalog_conf(settings: Settings) -> dict[str, str]:
@@ -163,6 +221,11 @@ def get_spark(
     """
     remote = _remote_url(remote)
     if remote:
+        # PySpark's Connect client reads ``__main__.__spec__`` when first imported; IPython's
+        # ``%reset`` deletes it from a notebook's namespace, and the import then fails.
+        main = sys.modules.get("__main__")
+        if main is not None and not hasattr(main, "__spec__"):
+            main.__spec__ = None
         client = SparkSession.builder.remote(remote)
         for key, value in (conf or {}).items():
             client = client.config(key, value)
@@ -181,11 +244,12 @@ def get_spark(
         # This process starts the JVM: it decides the master and the class path. Under
         # spark-submit both come from the command line (--master, --jars).
         builder = builder.master(settings.spark_master)
-        jars = resolve_jars()
+        jars = resolve_jars(object_store=False)
         catalog = catalog_jar()
         if catalog is not None:
             jars.append(catalog)
             options.update(catalog_conf(settings))
+        _add_object_store_jars(settings, options, jars)
         options["spark.jars"] = ",".join(str(p) for p in jars)
     elif _catalog_on_class_path():
         options.update(catalog_conf(settings))
@@ -197,6 +261,38 @@ def get_spark(
     if register_tables:
         register_all(spark, table_catalog(settings))
     return spark
+
+
+def _add_object_store_jars(settings: Settings, options: dict[str, str], jars: list[Path]) -> None:
+    """Add S3A's jars (and the platform's LogStore for S3) to a JVM this process starts.
+
+    With tables on an object store they are resolved, downloaded when missing. A local JVM also
+    gets S3A's jars whenever set-up resolved them, so any local session can reach ``s3a://``
+    paths once their options are set (:func:`s3a_options`, per bucket at run time).
+
+    A local master's executors run in the driver's JVM, so S3A's jars go on the driver's class
+    path: jars of ``spark.jars`` are copied into each application's work folder, and the AWS
+    SDK's bundle alone is several hundred megabytes. The LogStore extends Delta's classes, so
+    it joins Delta's jars in ``spark.jars``.
+    """
+    local = settings.spark_master.startswith("local")
+    if settings.tables_on_object_store:
+        found = resolve_object_store_jars()
+    elif local and all(p.is_file() for p in object_store_jar_paths()):
+        found = object_store_jar_paths()
+    else:
+        return
+    if LOG_STORE_CONF in options and not any(p.name.startswith("lakehouse-") for p in found):
+        log.warning("the LogStore for S3 could not be built (it needs javac): Delta's is used")
+        del options[LOG_STORE_CONF]
+    jars.extend(p for p in found if p.name.startswith("lakehouse-"))
+    maven = [p for p in found if not p.name.startswith("lakehouse-")]
+    if not local:
+        jars.extend(maven)
+        return
+    key = "spark.driver.extraClassPath"
+    entries = [options[key]] if key in options else []
+    options[key] = os.pathsep.join([*entries, *map(str, maven)])
 
 
 def _remote_url(remote: str | None) -> str | None:

@@ -324,6 +324,24 @@ def test_train_logs_params_inputs_metrics_plots_and_model(settings: Settings) ->
     assert Path(settings.mlflow_dir / "artifacts").is_dir()
 
 
+def test_a_gate_that_fails_withdraws_the_version_it_was_judging(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No unjudged version is left behind: the next training finds none to promote by mistake."""
+    import lakehouse.models.training as training
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the tracking server went away")
+
+    monkeypatch.setattr(training, "run_gate", lost)
+    with pytest.raises(ConnectionError):
+        train(synthetic_set(), SMALL, settings)
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    assert client.search_model_versions(f"name = '{settings.model_name}'") == []
+    monkeypatch.undo()
+    assert train(synthetic_set(), SMALL, settings).decision.verdict == "promoted"  # type: ignore[union-attr]
+
+
 def test_train_refuses_a_holdout_with_one_class(settings: Settings) -> None:
     frame = synthetic_frame(100)
     frame.loc[frame.index[-20:], "defaulted"] = 0

@@ -70,7 +70,8 @@ def run_apply(args: argparse.Namespace) -> int:
         names = _store().apply(settings)
     finally:
         spark.stop()
-    print(f"applied feature views: {', '.join(names)} (registry under {settings.feast_dir})")
+    where = _store().registry_location(settings)
+    print(f"applied feature views: {', '.join(names)} (registry: {where})")
     return 0
 
 
