@@ -114,17 +114,20 @@ def test_compose_file_defines_the_cluster_and_services() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"spark-master", "spark-worker-1", "spark-worker-2", "jupyter"} <= set(services)
-    assert {"redis", "feast", "postgres", "mlflow"} <= set(services)
+    assert {"redis", "feast", "postgres", "mlflow", "seaweedfs"} <= set(services)
     for name in ("spark-master", "spark-worker-1", "spark-worker-2", "jupyter", "feast", "mlflow"):
         service = services[name]
         assert service["image"] == "lakehouse:latest", name
+        # The volume keeps landing files and checkpoints; the tables are on the object store.
         assert "lakehouse-data:/data" in service["volumes"], name
+        assert service["environment"]["LAKEHOUSE_TABLES_URI"].startswith("s3a://"), name
     worker_cmd = services["spark-worker-2"]["command"]
     assert worker_cmd[-1] == "spark://spark-master:7077"
     assert (REPO / services["spark-master"]["build"]["dockerfile"]).is_file()
     assert {"serving", "prometheus", "grafana"} <= set(services)
     assert set(compose["volumes"]) == {
         "lakehouse-data",
+        "seaweedfs-data",
         "redis-data",
         "postgres-data",
         "prometheus-data",
