@@ -6,17 +6,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Two test processes, each module kept on one, the slowest modules first (tests/conftest.py);
-# the 30 slowest tests are listed at the end.
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=30
+# the 30 slowest tests are listed at the end. The cluster demo has a target of its own.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=30 -m "not cluster"
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup jars demo test test-unit lint typecheck pytest format clean help
+.PHONY: setup jars demo test test-unit test-cluster lint typecheck pytest format clean help
 
 help:
 	@echo "make demo   run the whole lifecycle on embedded defaults (state in \$$LAKEHOUSE_HOME, default ~/.lakehouse)"
 	@echo "make test   lint, type-check and run the test suite"
 	@echo "make test-unit  the tests that need no JVM (under a minute)"
+	@echo "make test-cluster  the demo on a local cluster with SeaweedFS, PostgreSQL, MLflow and Redis against a local demo (about 10 minutes)"
 	@echo "make setup  create $(VENV) and resolve Delta Lake's jars (both idempotent)"
 
 $(STAMP): pyproject.toml
@@ -46,6 +47,11 @@ pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The demo on the cluster profile (a standalone master and two workers, SeaweedFS, PostgreSQL,
+# mlflow server, Redis, all started by the test) against a local demo of the same seed.
+test-cluster: setup
+	$(BIN)/pytest -m cluster tests/cluster
 
 # The pure logic (settings, URIs, gate decisions, contracts, datagen): no JVM, no MLflow store.
 test-unit: $(STAMP)

@@ -52,9 +52,9 @@ from lakehouse.features import offline, online
 from lakehouse.features.engine import ENGINE_TYPE
 from lakehouse.features.online import LakehouseSqliteOnlineStore
 from lakehouse.platform.catalog import GOLD_LABELS, TableCatalog
-from lakehouse.platform.jars import jar_paths
+from lakehouse.platform.jars import jar_paths, log_store_jar, object_store_jar_paths
 from lakehouse.platform.settings import Settings
-from lakehouse.platform.spark import spark_conf
+from lakehouse.platform.spark import LOG_STORE_CONF, spark_conf
 from lakehouse.platform.tables import delta_version
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,23 @@ def offline_spark_conf(settings: Settings) -> dict[str, str]:
     """Spark configuration of Feast's offline store: the platform's, with master and jars.
 
     Used only when Feast itself has to start a session (the ``feast`` CLI, ``feast serve``).
+    With tables on an object store, :func:`spark_conf` carries S3A's options and the jars add
+    S3A's and the platform's LogStore for S3 (in ``spark.jars``, so that a cluster's executors
+    get them too).
     """
     conf = spark_conf(settings)
     conf.pop("spark.driver.extraJavaOptions", None)
     conf["spark.master"] = settings.spark_master
     conf["spark.app.name"] = "lakehouse-feast"
-    conf["spark.jars"] = ",".join(str(p) for p in jar_paths())
+    jars = jar_paths()
+    if settings.tables_on_object_store:
+        jars = [*jars, *object_store_jar_paths()]
+        log_store = log_store_jar()
+        if log_store is not None:
+            jars.append(log_store)
+        else:
+            conf.pop(LOG_STORE_CONF, None)
+    conf["spark.jars"] = ",".join(str(p) for p in jars)
     return conf
 
 

@@ -151,7 +151,7 @@ def _ingest(
     spark: SparkSession, settings: Settings, catalog: TableCatalog, entity: str
 ) -> IngestResult:
     started = time.perf_counter()
-    checkpoint = settings.checkpoints_dir / "bronze" / entity
+    checkpoint = settings.checkpoint_location("bronze", entity)
     with on_target(f"bronze.{entity}_raw (from {settings.landing_dir / entity})"):
         result = ingest_entity(spark, catalog, entity, settings.landing_dir, checkpoint)
     crash_point(f"bronze:{entity}")
@@ -169,7 +169,7 @@ def _build(
     spark: SparkSession, settings: Settings, catalog: TableCatalog, run_id: str, entity: str
 ) -> SilverResult:
     started = time.perf_counter()
-    checkpoint = settings.checkpoints_dir / "silver" / entity
+    checkpoint = settings.checkpoint_location("silver", entity)
     with on_target(silver_table(entity)):
         result = build_silver_entity(spark, catalog, entity, checkpoint, run_id)
     crash_point(f"silver:{entity}")

@@ -15,6 +15,7 @@ values, so that tests and CI can point everything at a temporary folder:
 ``MLFLOW_TRACKING_URI``     MLflow tracking store (default: SQLite under the root)
 ``MLFLOW_REGISTRY_URI``     MLflow model registry store (default: the tracking store)
 ``LAKEHOUSE_TABLES_URI``    root of the Delta tables (``s3a://bucket/prefix`` on an object store)
+``LAKEHOUSE_CHECKPOINTS_URI``  root of the streams' checkpoints (default: a folder under the root)
 ``LAKEHOUSE_S3_ENDPOINT``   URL of an S3-compatible store (unset: Amazon S3)
 ``LAKEHOUSE_S3_PATH_STYLE`` ``true`` or ``false``: bucket in the path instead of the host name
 ``LAKEHOUSE_S3_REGION``     the store's region
@@ -99,6 +100,10 @@ class Settings:
         driver_memory: ``spark.driver.memory`` when this process starts the JVM.
         ui_enabled: whether the Spark UI starts.
         tables_uri: root URI of the Delta tables; ``None`` means ``home/tables``.
+        checkpoints_uri: root URI of the pipeline's and the scoring stream's checkpoints
+            (``s3a://bucket/checkpoints``, where every machine of a cluster reaches them);
+            ``None`` means :attr:`checkpoints_dir`, which the workers of a cluster on this
+            machine share with the driver, but those on other machines do not.
         mlflow_tracking_uri: MLflow tracking URI; ``None`` means SQLite under ``home``.
         mlflow_registry_uri: MLflow registry URI; ``None`` means the tracking URI.
         experiment: MLflow experiment name.
@@ -120,6 +125,7 @@ class Settings:
     driver_memory: str = "4g"
     ui_enabled: bool = False
     tables_uri: str | None = None
+    checkpoints_uri: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_registry_uri: str | None = None
     experiment: str = "credit_risk_model"
@@ -147,8 +153,13 @@ class Settings:
 
     @property
     def checkpoints_dir(self) -> Path:
-        """Structured Streaming checkpoints, one per stream."""
+        """The local folder of Structured Streaming checkpoints, one per stream."""
         return self.home / "checkpoints"
+
+    def checkpoint_location(self, *parts: str) -> str:
+        """One stream's checkpoint: ``<checkpoints_uri or checkpoints_dir>/<parts...>``."""
+        root = (self.checkpoints_uri or str(self.checkpoints_dir)).rstrip("/")
+        return "/".join([root, *parts])
 
     @property
     def warehouse_dir(self) -> Path:
@@ -264,6 +275,8 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
         driver_memory=str(spark.get("driver_memory", "4g")),
         ui_enabled=bool(spark.get("ui_enabled", False)),
         tables_uri=env.get("LAKEHOUSE_TABLES_URI", storage.get("tables_uri")),
+        checkpoints_uri=env.get("LAKEHOUSE_CHECKPOINTS_URI", storage.get("checkpoints_uri"))
+        or None,
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", mlf.get("tracking_uri")),
         mlflow_registry_uri=env.get("MLFLOW_REGISTRY_URI", mlf.get("registry_uri")),
         experiment=str(mlf.get("experiment", "credit_risk_model")),

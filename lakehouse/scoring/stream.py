@@ -26,7 +26,7 @@ from lakehouse.scoring.resolution import ModelResolver
 
 log = logging.getLogger(__name__)
 
-#: Checkpoint sub-folder of the scoring stream under ``settings.checkpoints_dir``.
+#: Checkpoint sub-folder of the scoring stream (``Settings.checkpoint_location``).
 CHECKPOINT_NAME = "scoring"
 #: Settings of the scoring stream's own session. Its micro-batches are small, so file scans
 #: and Delta's snapshot reconstruction run as one task when the data fits in one (a scan still
@@ -101,8 +101,8 @@ class MicroBatchScorer:
 
 
 def scoring_checkpoint(settings: Settings) -> str:
-    """The checkpoint folder of the scoring stream."""
-    return str(settings.checkpoints_dir / CHECKPOINT_NAME)
+    """The checkpoint of the scoring stream: on the store with ``settings.checkpoints_uri``."""
+    return settings.checkpoint_location(CHECKPOINT_NAME)
 
 
 def start_scoring_stream(
@@ -122,7 +122,7 @@ def start_scoring_stream(
 
     Exactly one trigger: ``available_now`` (catch up, then stop) or ``processing_time``
     (for example ``"1 second"``; runs until stopped). The checkpoint defaults to
-    ``settings.checkpoints_dir/scoring``. The query runs in a session of its own
+    :func:`scoring_checkpoint`. The query runs in a session of its own
     (``spark.newSession()`` with :data:`STREAM_CONF`), so ``spark``'s settings are left alone.
     Returns the running query.
     """

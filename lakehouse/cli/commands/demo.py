@@ -90,8 +90,10 @@ def feature_store(job: JobContext) -> str:
     end = features.materialize(job.settings, datetime.now(UTC))
     views = features.list_views(job.settings)
     online = features.online_row_counts(job.settings)
+    # Entities online are counted in the SQLite store only (Redis holds no count to read).
     lines = [
-        f"{name}: {len(cols)} features, {online.get(name, 0)} customers online"
+        f"{name}: {len(cols)} features"
+        + (f", {online[name]} customers online" if name in online else "")
         for name, cols in views.items()
     ]
     return f"materialized to {end:%Y-%m-%d %H:%M} UTC\n      " + "\n      ".join(lines)
