@@ -188,12 +188,6 @@ class ModelRegistry:
                 f"({tags.get(f'{GATE_TAG_PREFIX}reason', 'no reason recorded')}); "
                 "use force to promote it anyway"
             )
-        if not force and self.interrupted(version):
-            raise ValueError(
-                f"version {version} of {self.name} has no gate verdict: its training stopped "
-                "after registering it (the tracking server was lost) or is gating it now; "
-                "train again, or use force to promote it anyway"
-            )
         if self.aliases().get(CHAMPION) == version:
             log.info("version %s of %s is already the champion", version, self.name)
             return version
