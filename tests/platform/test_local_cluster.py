@@ -329,7 +329,8 @@ def test_a_master_that_cannot_start_fails_naming_its_log(tmp_path: Path) -> None
     [
         (
             ["cluster", "start", "--workers", "two"],
-            "lakehouse cluster start: error: argument --workers: not a whole number: 'two'",
+            "lakehouse cluster start: error: argument --workers: "
+            "must be a positive integer, got 'two'",
         ),
         (
             ["cluster", "start", "--memory-per-worker", "1024"],

@@ -30,6 +30,7 @@ from lakehouse.platform.cluster import (
     stop,
 )
 from lakehouse.platform.settings import load_settings
+from lakehouse.workflows.training import positive_int
 
 EPILOG = f"""\
 The master and workers are Spark's own (spark-class of the pyspark wheel), run in the
@@ -46,16 +47,6 @@ Exit status: 0 done; 1 the cluster could not start or stop (one line naming the 
 {EXIT_BUSY} `start` found a cluster of this state folder running; {EXIT_NOT_RUNNING} `status` found
 none.
 """
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 def _memory(text: str) -> str:
@@ -84,14 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     start_.add_argument(
         "--workers",
-        type=_count,
+        type=positive_int,
         default=DEFAULT_WORKERS,
         metavar="N",
         help=f"number of workers (default {DEFAULT_WORKERS})",
     )
     start_.add_argument(
         "--cores-per-worker",
-        type=_count,
+        type=positive_int,
         default=DEFAULT_CORES,
         metavar="N",
         help=f"cores each worker offers executors (default {DEFAULT_CORES})",
