@@ -49,9 +49,10 @@ pytest: setup
 test: lint typecheck pytest
 
 # The demo on the cluster profile (a standalone master and two workers, SeaweedFS, PostgreSQL,
-# mlflow server, Redis, all started by the test) against a local demo of the same seed.
+# mlflow server, Redis, all started by the test) against a local demo of the same seed, with
+# the tests of the local cluster, the object store and the shared services.
 test-cluster: setup
-	$(BIN)/pytest -m cluster tests/cluster
+	$(BIN)/pytest -m cluster
 
 # The pure logic (settings, URIs, gate decisions, contracts, datagen): no JVM, no MLflow store.
 test-unit: $(STAMP)

@@ -26,7 +26,7 @@ from lakehouse.platform.locks import EXIT_BUSY
 from lakehouse.serving.process import free_port
 from tests.conftest import platform_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.service]
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.cluster]
 
 LAKEHOUSE = str(Path(sys.executable).with_name("lakehouse"))
 

@@ -25,6 +25,9 @@ from lakehouse.platform.spark import LOG_STORE_CONF, s3a_options, spark_conf
 from tests.conftest import REPO_ROOT, platform_env
 from tests.object_store import SeaweedFS, weed_binary
 
+# Run by `make test-cluster` with the cluster demo: the shared services' stage of CI.
+pytestmark = pytest.mark.cluster
+
 SCHEMA = "id int, name string"
 
 

@@ -67,6 +67,9 @@ from tests.services import (  # noqa: F401 (fixtures)
     redis_fixture,
 )
 
+# Run by `make test-cluster` with the cluster demo: the shared services' stage of CI.
+pytestmark = pytest.mark.cluster
+
 LAKEHOUSE = str(Path(sys.executable).with_name("lakehouse"))
 #: The end of the materialization: a day after the last synthetic application.
 MAT_END = "2026-02-21T00:00:00"
