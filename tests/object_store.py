@@ -19,6 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,23 @@ class SeaweedFS:
         if not self.log_path.is_file():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running_seaweedfs(folder: Path) -> Iterator[SeaweedFS]:
+    """A SeaweedFS server storing under ``folder`` for the ``with`` block; the test is skipped,
+    naming the binary, where ``weed`` is not installed."""
+    import pytest
+
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("weed (SeaweedFS) is not installed: run .ci/install-seaweedfs")
+    server = SeaweedFS(weed, folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def append_rows(table: str, writer: str, count: int, barrier: Path, writers: list[str]) -> int:

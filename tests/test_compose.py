@@ -35,7 +35,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from lakehouse.platform.settings import load_settings
-from tests.object_store import SeaweedFS, weed_binary
+from tests.object_store import SeaweedFS, running_seaweedfs
 from tests.services import PG_USER, running_postgres
 
 REPO = Path(__file__).resolve().parent.parent
@@ -568,13 +568,8 @@ def test_the_shell_environment_overrides_the_secrets() -> None:
 
 @pytest.fixture(scope="module")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    weed = weed_binary()
-    if weed is None:
-        pytest.skip("weed (SeaweedFS) is not installed: run .ci/install-seaweedfs")
-    server = SeaweedFS(weed, tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    yield server
-    server.stop()
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.mark.slow

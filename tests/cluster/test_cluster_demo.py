@@ -35,7 +35,7 @@ from lakehouse.platform.cluster import master_state
 from lakehouse.platform.settings import ObjectStore
 from lakehouse.platform.spark import s3a_options
 from tests.conftest import REPO_ROOT, platform_env
-from tests.object_store import SeaweedFS, weed_binary
+from tests.object_store import SeaweedFS, running_seaweedfs
 from tests.services import (  # noqa: F401 (fixtures)
     MlflowServer,
     Postgres,
@@ -116,14 +116,9 @@ def base_env(home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """A SeaweedFS server for the module, with the demo's bucket."""
-    weed = weed_binary()
-    if weed is None:
-        pytest.skip("weed (SeaweedFS) is not installed: run .ci/install-seaweedfs")
-    server = SeaweedFS(weed, tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop()
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        server.create_bucket(BUCKET)
+        yield server
 
 
 @pytest.fixture(scope="module")

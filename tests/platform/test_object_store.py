@@ -23,7 +23,7 @@ from lakehouse.platform.jars import LOG_STORE_CLASS
 from lakehouse.platform.settings import ObjectStore, load_settings
 from lakehouse.platform.spark import LOG_STORE_CONF, s3a_options, spark_conf
 from tests.conftest import REPO_ROOT, platform_env
-from tests.object_store import SeaweedFS, weed_binary
+from tests.object_store import SeaweedFS, running_seaweedfs
 
 # Run by `make test-cluster` with the cluster demo: the shared services' stage of CI.
 pytestmark = pytest.mark.cluster
@@ -104,13 +104,8 @@ def test_per_bucket_options_name_the_bucket() -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """A SeaweedFS server for this module, storing under a temporary folder."""
-    weed = weed_binary()
-    if weed is None:
-        pytest.skip("weed (SeaweedFS) is not installed: run .ci/install-seaweedfs")
-    server = SeaweedFS(weed, tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    yield server
-    server.stop()
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
