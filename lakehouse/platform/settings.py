@@ -41,6 +41,8 @@ PROFILE_ENV = "LAKEHOUSE_PROFILE"
 #: Online stores: the platform's SQLite store class, Feast's own SQLite store, Redis.
 ONLINE_STORES: tuple[str, ...] = ("sqlite", "feast-sqlite", "redis")
 HOME_ENV = "LAKEHOUSE_HOME"
+#: Characters of a Hadoop glob pattern, refused in the state folder's path.
+GLOB_CHARACTERS = "*?[]{}"
 #: The URI schemes of the object stores the platform reaches through Hadoop's S3A connector.
 OBJECT_STORE_SCHEMES: tuple[str, ...] = ("s3a",)
 _TRUE = ("1", "true", "yes", "on")
@@ -260,6 +262,14 @@ def load_settings(profile: str | None = None, env: dict[str, str] | None = None)
     mlf = data.get("mlflow", {}) or {}
     feast = data.get("feast", {}) or {}
     home = Path(env.get(HOME_ENV) or data.get("home") or "~/.lakehouse").expanduser().resolve()
+    globbed = sorted(set(str(home)) & set(GLOB_CHARACTERS))
+    if globbed:
+        # Spark's file sources read the landing folder as a Hadoop glob: under a home named
+        # "run[2]" ingestion would match no file and report nothing ingested.
+        raise ValueError(
+            f"the state folder {home} (${HOME_ENV}) contains {', '.join(globbed)}, which Spark "
+            f"reads as a file pattern; choose a folder without any of {' '.join(GLOB_CHARACTERS)}"
+        )
     online_store = env.get("LAKEHOUSE_ONLINE_STORE", feast.get("online_store", "sqlite"))
     if online_store not in ONLINE_STORES:
         raise ValueError(

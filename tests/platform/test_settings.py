@@ -49,6 +49,15 @@ def test_feast_sqlite_selects_feasts_own_store_on_the_same_file() -> None:
     assert not load_settings("local", env={"LAKEHOUSE_ONLINE_STORE": "redis"}).sqlite_online_store
 
 
+@pytest.mark.parametrize("name", ["run[2]", "a*b", "x{1,2}", "why?"])
+def test_a_state_folder_spark_would_read_as_a_pattern_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match=r"reads as a file pattern"):
+        load_settings("local", env={"LAKEHOUSE_HOME": str(tmp_path / name)})
+    assert load_settings("local", env={"LAKEHOUSE_HOME": str(tmp_path / "run-2")}).home.name == (
+        "run-2"
+    )
+
+
 def test_bad_online_store_is_rejected() -> None:
     with pytest.raises(ValueError, match="online_store must be"):
         load_settings("local", env={"LAKEHOUSE_ONLINE_STORE": "memcached"})
