@@ -201,9 +201,26 @@ def write_feature_store_yaml(settings: Settings) -> Path:
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     path = settings.feast_dir / "feature_store.yaml"
     text = yaml.safe_dump(feature_store_config(settings), sort_keys=False)
+    # Feast reads the SQL registry's URL, password included, from this file: then only its
+    # owner may read it, from its creation on.
+    private = _registry_password(settings)
+    if private and path.is_file():
+        path.chmod(0o600)
     if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+        descriptor = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666
+        )
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
     return path
+
+
+def _registry_password(settings: Settings) -> bool:
+    if not settings.feast_registry:
+        return False
+    from sqlalchemy.engine import make_url
+
+    return bool(make_url(settings.feast_registry).password)
 
 
 def feature_store(settings: Settings) -> FeatureStore:

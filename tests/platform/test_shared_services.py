@@ -17,6 +17,7 @@ version the gate did not judge.
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 import time
@@ -308,6 +309,10 @@ def test_the_feast_registry_setting_renders_feasts_sql_registry(tmp_path: Path) 
     assert features.registry_location(settings) == (
         "postgresql+psycopg2://team:***@db.example:5432/feast"
     )
+    # The generated configuration holds it, for `feast -f`: readable by its owner only.
+    written = features.write_feature_store_yaml(settings)
+    assert "s3cret" in written.read_text()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize("value", [None, ""])
@@ -324,6 +329,8 @@ def test_without_the_setting_the_registry_is_a_file(tmp_path: Path, value: str |
         "path": registry,
     }
     assert features.registry_location(settings) == registry
+    written = features.write_feature_store_yaml(settings)
+    assert stat.S_IMODE(written.stat().st_mode) & 0o044 == 0o044
 
 
 # --- Feast: SQL registry, Redis --------------------------------------------------------------
