@@ -469,6 +469,9 @@ def _log_inputs(
             "table_versions": json.dumps(split.table_versions, sort_keys=True),
             "train_rows": len(split.train_frame),
             "holdout_rows": len(split.holdout_frame),
+            # With holdout_rows, the standard error of the holdout's ROC AUC (monitoring's
+            # quality rule weighs it).
+            "holdout_positives": int(split.y_holdout.sum()),
             "holdout_start": str(split.holdout_frame[TIMESTAMP].min()),
             "data_digest": frame_digest(training_set.frame),
         }

@@ -8,6 +8,12 @@ A rule names a metric of ``<table>_drift_metrics`` (``population_stability_index
 holdout, from its MLflow run) and how many consecutive windows must breach it. Rules live in
 ``monitoring_rules.yaml`` (:data:`DEFAULT_RULES` without one).
 
+A ROC AUC rule against the holdout may also ask for ``significance``: a window then breaches
+only where it falls below the threshold by more than the sampling error of the two figures
+(Hanley and McNeil's standard error of each ROC AUC, from its positives and negatives, combined),
+at that one-sided level. A holdout of a few hundred rows is itself a noisy figure: its standard
+error can be 0.02, so a margin of 0.05 alone fires on weeks where nothing but chance moved.
+
 Each firing is one row of ``<schema>.<table>_alerts``, keyed by the rule, column, model and
 window, with the figures of every window that made it fire. Rows are inserted once (an
 insert-only MERGE on ``alert_id``), so evaluating again after a refresh that changed nothing
@@ -20,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -104,6 +111,9 @@ class AlertRule:
     #: Windows with fewer rows are passed over: labelled rows for the quality metrics, the
     #: profile's count otherwise, and for drift the column's non-null values in the window.
     min_count: int = 0
+    #: With ``below_holdout`` on ``roc_auc_score``: the one-sided level at which the shortfall
+    #: must exceed the two figures' sampling error (see the module docstring).
+    significance: float | None = None
     action: str | None = None
 
     def __post_init__(self) -> None:
@@ -133,6 +143,13 @@ class AlertRule:
             raise MonitorError(f"{where}: consecutive must be >= 1 and min_count >= 0")
         if self.action is not None and self.action not in ACTIONS:
             raise MonitorError(f"{where}: action must be one of {', '.join(ACTIONS)}")
+        if self.significance is not None:
+            if self.below_holdout is None or self.metric != "roc_auc_score":
+                raise MonitorError(
+                    f"{where}: significance applies to a below_holdout rule on roc_auc_score"
+                )
+            if not 0 < self.significance < 0.5:
+                raise MonitorError(f"{where}: significance must be in (0, 0.5)")
 
     @property
     def comparison(self) -> str:
@@ -160,7 +177,8 @@ PSI_MIN_COUNT = 150
 #: The platform's defaults (``monitoring_rules.yaml`` at the repository's root holds the same):
 #: input drift against the baseline for two days in a row, by size (PSI, over windows of enough
 #: values) or by significance (KS for numbers, chi-squared for categories); the label's share
-#: shifted in one day; the champion's ROC AUC a week long below its holdout figure.
+#: shifted in one day; the champion's ROC AUC a week long below its holdout figure, by more
+#: than the two figures' sampling error.
 DEFAULT_RULES: tuple[AlertRule, ...] = (
     AlertRule(
         name="input_psi",
@@ -204,6 +222,7 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         below_holdout=0.05,
         holdout_metric="roc_auc",
         min_count=100,
+        significance=0.05,
         action="retrain",
     ),
 )
@@ -261,6 +280,29 @@ class Alert:
     source_version: int | None = None
 
 
+@dataclass(frozen=True)
+class HoldoutFigure:
+    """The champion's version and its figure of one metric on its training run's holdout, with
+    the holdout's positives and negatives where the run recorded them."""
+
+    version: int
+    value: float | None
+    positives: int | None = None
+    negatives: int | None = None
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float | None:
+    """Hanley and McNeil's (1982) standard error of a ROC AUC over ``positives`` and
+    ``negatives``; None without both classes."""
+    if positives < 1 or negatives < 1:
+        return None
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)
+    ) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))
+
+
 def rule_columns(rule: AlertRule, info: MonitorInfo, schema: StructType) -> list[str]:
     """The ``column_name`` values ``rule`` reads on the monitor ``info`` of a table of
     ``schema``."""
@@ -295,13 +337,13 @@ def evaluate_rule(
     rule: AlertRule,
     columns: Sequence[str],
     *,
-    champion: tuple[int, float | None] | None = None,
+    champion: HoldoutFigure | None = None,
     source_version: int | None = None,
 ) -> list[Alert]:
     """Every window where ``rule`` fires on ``columns``.
 
     Args:
-        champion: the champion's (version, holdout figure of ``rule.holdout_metric``), for
+        champion: the champion's version and holdout figure of ``rule.holdout_metric``, for
             rules on the champion's rows or its holdout figure.
     """
     if (
@@ -312,9 +354,9 @@ def evaluate_rule(
     granularity = Granularity.parse(rule.granularity)
     threshold: float
     if rule.below_holdout is not None:
-        if champion is None or champion[1] is None:
+        if champion is None or champion.value is None:
             return []
-        threshold = champion[1] - rule.below_holdout
+        threshold = champion.value - rule.below_holdout
     else:
         threshold = float(rule.above if rule.above is not None else rule.below)  # type: ignore[arg-type]
     name = (
@@ -334,7 +376,7 @@ def evaluate_rule(
     if rule.model == CHAMPION:
         if champion is None:
             return []
-        rows = rows.where(F.col("model_id") == str(champion[0]))
+        rows = rows.where(F.col("model_id") == str(champion.version))
     else:
         rows = rows.where(F.col("model_id").isNull())
     count = F.col("num_labeled") if rule.metric in _QUALITY else F.col("count")
@@ -347,6 +389,14 @@ def evaluate_rule(
         F.unix_seconds("window.end").alias("end"),
         _metric_column(rule.metric).cast("double").alias("value"),
         count.alias("n"),
+        *(
+            [
+                (F.col("confusion_matrix.tp") + F.col("confusion_matrix.fn")).alias("positives"),
+                (F.col("confusion_matrix.fp") + F.col("confusion_matrix.tn")).alias("negatives"),
+            ]
+            if rule.significance is not None
+            else []
+        ),
     ).collect()
     window_counts = (
         _window_counts(spark, catalog, info, granularity.text, columns)
@@ -356,7 +406,8 @@ def evaluate_rule(
     breach: Callable[[float], bool] = (
         (lambda v: v > threshold) if rule.comparison == "above" else (lambda v: v < threshold)
     )
-    by_column: dict[tuple[str, str | None], dict[int, tuple[int, float]]] = {}
+    # (end, value, the shortfall's standard error where the rule weighs it)
+    by_column: dict[tuple[str, str | None], dict[int, tuple[int, float, float | None]]] = {}
     for row in collected:
         value = row["value"]
         if value is None or math.isnan(value):
@@ -369,11 +420,19 @@ def evaluate_rule(
             key = (row["column_name"], row["model_id"], int(row["start"]))
             if window_counts.get(key, 0) < rule.min_count:
                 continue
-        if breach(value):
-            by_column.setdefault((row["column_name"], row["model_id"]), {})[int(row["start"])] = (
-                int(row["end"]),
-                float(value),
-            )
+        if not breach(value):
+            continue
+        error = None
+        if rule.significance is not None and champion is not None:
+            error = _shortfall_error(champion, value, row["positives"], row["negatives"])
+            z = statistics.NormalDist().inv_cdf(1 - rule.significance)
+            if error is None or threshold - value <= z * error:
+                continue
+        by_column.setdefault((row["column_name"], row["model_id"]), {})[int(row["start"])] = (
+            int(row["end"]),
+            float(value),
+            error,
+        )
     alerts: list[Alert] = []
     for (column, model_id), breached in sorted(
         by_column.items(), key=lambda i: (i[0][0], i[0][1] or "")
@@ -387,7 +446,7 @@ def evaluate_rule(
                 run.insert(0, previous)
             if len(run) < rule.consecutive:
                 continue
-            end, value = breached[start]
+            end, value, _ = breached[start]
             alerts.append(
                 Alert(
                     alert_id=_alert_id(
@@ -404,12 +463,36 @@ def evaluate_rule(
                     value=value,
                     threshold=threshold,
                     comparison=rule.comparison,
-                    figures=[{"window_start": s, "value": breached[s][1]} for s in run],
+                    figures=[_figure(s, *breached[s][1:]) for s in run],
                     action=rule.action,
                     source_version=source_version,
                 )
             )
     return alerts
+
+
+def _figure(start: int, value: float, error: float | None) -> dict[str, Any]:
+    figure: dict[str, Any] = {"window_start": start, "value": value}
+    if error is not None:
+        figure["standard_error"] = error
+    return figure
+
+
+def _shortfall_error(
+    holdout: HoldoutFigure, value: float, positives: int | None, negatives: int | None
+) -> float | None:
+    """The standard error of (holdout figure - window's ROC AUC): the two combined, the
+    holdout's counted as nought when its run did not record its classes; None when the
+    window's classes are unknown."""
+    if positives is None or negatives is None:
+        return None
+    window = auc_standard_error(value, int(positives), int(negatives))
+    if window is None:
+        return None
+    held = 0.0
+    if holdout.value is not None and holdout.positives and holdout.negatives:
+        held = auc_standard_error(holdout.value, holdout.positives, holdout.negatives) or 0.0
+    return math.sqrt(window * window + held * held)
 
 
 def _window_counts(
@@ -464,14 +547,12 @@ def evaluate_rules(
     info: MonitorInfo,
     rules: Iterable[AlertRule],
     *,
-    champion: tuple[int, float | None]
-    | Callable[[str], tuple[int, float | None] | None]
-    | None = None,
+    champion: HoldoutFigure | Callable[[str], HoldoutFigure | None] | None = None,
 ) -> list[Alert]:
     """Every firing of ``rules`` on the monitor's current metrics tables.
 
-    ``champion`` is the champion's (version, holdout figure), or a function of the holdout
-    metric's name returning it (called only for rules that need it).
+    ``champion`` is the champion's holdout figure, or a function of the holdout metric's name
+    returning it (called only for rules that need it).
     """
     schema = catalog.read(spark, info.table_name).schema
     version = delta_version(spark, catalog, info.table_name)

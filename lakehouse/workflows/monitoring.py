@@ -51,6 +51,7 @@ from pyspark.sql.types import (
 from lakehouse.monitoring.alerts import (
     Alert,
     AlertRule,
+    HoldoutFigure,
     alert_lines,
     alerts_table_name,
     evaluate_rules,
@@ -328,12 +329,12 @@ def _record_action(
 
 
 # --- Refresh, evaluate, act --------------------------------------------------------------------
-def champion_holdout(settings: Settings) -> Callable[[str], tuple[int, float | None] | None]:
-    """A function of a metric name: the champion's (version, figure of that metric in its
-    training run), or None without a champion."""
-    cache: dict[str, tuple[int, float | None] | None] = {}
+def champion_holdout(settings: Settings) -> Callable[[str], HoldoutFigure | None]:
+    """A function of a metric name: the champion's version and figure of that metric in its
+    training run, with the run's holdout classes; None without a champion."""
+    cache: dict[str, HoldoutFigure | None] = {}
 
-    def figures(metric: str) -> tuple[int, float | None] | None:
+    def figures(metric: str) -> HoldoutFigure | None:
         if metric not in cache:
             from lakehouse.models.registry import ModelRegistry, champion_version
             from lakehouse.models.tracking import mlflow_client
@@ -341,17 +342,31 @@ def champion_holdout(settings: Settings) -> Callable[[str], tuple[int, float | N
             version = champion_version(settings)
             if version is None:
                 cache[metric] = None
-            else:
-                run_id = ModelRegistry.of(settings).require_version(version).run_id
-                value = (
-                    mlflow_client(settings).get_run(run_id).data.metrics.get(metric)
-                    if run_id
-                    else None
-                )
-                cache[metric] = (version, value)
+                return None
+            run_id = ModelRegistry.of(settings).require_version(version).run_id
+            if not run_id:
+                cache[metric] = HoldoutFigure(version, None)
+                return cache[metric]
+            data = mlflow_client(settings).get_run(run_id).data
+            rows, positives = (
+                _int_param(data.params, name) for name in ("holdout_rows", "holdout_positives")
+            )
+            cache[metric] = HoldoutFigure(
+                version,
+                data.metrics.get(metric),
+                positives,
+                rows - positives if rows is not None and positives is not None else None,
+            )
         return cache[metric]
 
     return figures
+
+
+def _int_param(params: dict[str, str], name: str) -> int | None:
+    try:
+        return int(params[name])
+    except (KeyError, ValueError):
+        return None
 
 
 def ensure_platform_monitor(

@@ -18,14 +18,17 @@ transactions the champion's world had seen. At the default rules (``monitoring_r
   from D on; the rolling inputs follow as their windows fill with drifted days: the gambling
   share and the 30-day amount within 30 days; nothing is flagged before D; the retrain action
   records a gated challenger;
-* no drift: no rule fires on the transactions, nor on the model's inputs or label.
+* no drift: no rule fires on the transactions, nor on the model's inputs, label or quality.
+
+The champion's weekly ROC AUC is held to the quality rule too: in the world without drift it
+sits 0.03-0.06 under its holdout figure (which, over a few hundred rows, has a standard error
+near 0.02), so the rule fires only where a week falls further than the two figures' sampling
+error allows.
 
 Not asserted: the annual income, because the drift lowers new and updated incomes only and
 profiles change rarely, so within the horizon too few applications carry a moved income for a
-day's window to tell; the 7-day amount, whose shift stays under the daily tests' thresholds
-within the horizon; and the champion's weekly ROC AUC, which falls below the quality rule's
-margin in both worlds weeks before D: a decline of the model itself over time, which the rule
-rightly reports whether or not the inputs drift.
+day's window to tell; and the 7-day amount, whose shift stays under the daily tests' thresholds
+within the horizon.
 """
 
 from __future__ import annotations
@@ -352,8 +355,8 @@ def test_the_baseline_is_the_champion_s_warm_training_rows(
 def test_without_drift_no_rule_fires(worlds: Worlds) -> None:
     assert worlds.calm_transactions == []
     # Every input and the label against a baseline of full windows, every day from the first
-    # scored one: silent.
-    assert [a for a in worlds.calm_inference if a[0] != "champion_roc_auc"] == []
+    # scored one, and the champion's quality every week: silent.
+    assert worlds.calm_inference == []
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from lakehouse.monitoring.alerts import (
     DEFAULT_RULES,
     PSI_MIN_COUNT,
     AlertRule,
+    HoldoutFigure,
     alerts_table_name,
+    auc_standard_error,
     evaluate_rules,
     load_rules,
     record_alerts,
@@ -48,11 +50,12 @@ def test_the_default_rules_are_the_repository_s_rules_file() -> None:
         "BASELINE",
     )
     assert psi.columns == "inputs" and psi.action == "retrain" and psi.min_count == PSI_MIN_COUNT
-    assert (auc.metric, auc.below_holdout, auc.granularity, auc.model) == (
+    assert (auc.metric, auc.below_holdout, auc.granularity, auc.model, auc.significance) == (
         "roc_auc_score",
         0.05,
         "1 week",
         "champion",
+        0.05,
     )
     assert rules["default_rate_shift"].columns == "label"
 
@@ -80,6 +83,9 @@ def test_rules_file_round_trip_and_errors(tmp_path: Path) -> None:
         load_rules(path)
     path.write_text("rules:\n  - name: x\n    metric: m\n    above: 1\n    action: page\n")
     with pytest.raises(MonitorError, match="action must be one of retrain"):
+        load_rules(path)
+    path.write_text("rules:\n  - name: x\n    metric: m\n    above: 1\n    significance: 0.05\n")
+    with pytest.raises(MonitorError, match="significance applies to a below_holdout rule"):
         load_rules(path)
     with pytest.raises(MonitorError, match="no rules file"):
         load_rules(tmp_path / "missing.yaml")
@@ -226,3 +232,65 @@ def test_min_count_of_a_drift_rule_counts_the_window_s_values(
         "once": [("x", 1), ("x", 2), ("x", 4), ("x", 5), ("x", 6), ("y", 3)],
         "counted": [("x", 1), ("x", 4), ("x", 6)],
     }
+
+
+def test_auc_standard_error_is_hanley_and_mcneil_s() -> None:
+    # Their worked example (Radiology 143, 1982): an area of 0.893 over 58 abnormal and 51
+    # normal images has a standard error of 0.032.
+    assert auc_standard_error(0.893, 58, 51) == pytest.approx(0.032, abs=0.001)
+    assert auc_standard_error(0.9, 0, 10) is None
+
+
+def test_the_quality_rule_weighs_the_sampling_error_of_both_figures(
+    spark: SparkSession, drifted: TableCatalog
+) -> None:
+    # The champion (version 3) scored 0.866 on a holdout of 90 defaults and 494 repaid loans
+    # (standard error 0.025): the threshold is 0.816. Week 0 sits 0.016 under it over 2,250
+    # labelled rows (combined error 0.029), week 1 0.116 under it, week 2 0.056 under it over
+    # 100 rows (combined error 0.071).
+    weeks = [(0.80, 350, 1900), (0.70, 350, 1900), (0.76, 20, 80)]
+    profile = [
+        {
+            "window_start": START + i * 7 * DAY,
+            "window_end": START + (i + 1) * 7 * DAY,
+            "granularity": "1 week",
+            "model_id": "3",
+            "column_name": ":table",
+            "data_type": None,
+            "log_type": "INPUT",
+            "monitor_version": 1,
+            "count": positives + negatives,
+            "num_labeled": positives + negatives,
+            "roc_auc_score": auc,
+            # Classified at 0.5, a fifth of each class on the wrong side.
+            "confusion_matrix": {
+                "tp": positives * 4 // 5,
+                "fn": positives - positives * 4 // 5,
+                "tn": negatives * 4 // 5,
+                "fp": negatives - negatives * 4 // 5,
+            },
+        }
+        for i, (auc, positives, negatives) in enumerate(weeks)
+    ]
+    _frame(spark, profile, PROFILE_SCHEMA, with_cmp=False).write.format("delta").mode(
+        "overwrite"
+    ).save(drifted.path(INFO.profile_metrics_table_name))
+    info = replace(INFO, time_series=MonitorTimeSeries("ts", ["1 day", "1 week"]))
+    auc = {r.name: r for r in DEFAULT_RULES}["champion_roc_auc"]
+    holdout = HoldoutFigure(version=3, value=0.866, positives=90, negatives=494)
+
+    def weeks_fired(rule: AlertRule, champion: HoldoutFigure) -> list[int]:
+        alerts = evaluate_rules(spark, drifted, info, [rule], champion=champion)
+        return [(a.window_start - START) // (7 * DAY) for a in alerts]
+
+    assert weeks_fired(auc, holdout) == [1]
+    (alert,) = evaluate_rules(spark, drifted, info, [auc], champion=holdout)
+    assert (alert.value, alert.threshold) == (0.70, pytest.approx(0.816))
+    assert alert.figures[0]["standard_error"] == pytest.approx(0.030, abs=0.002)
+    # Without the significance, every week under 0.816 fires; another champion's rows are not
+    # read; a run that did not record its holdout's classes counts the window's error alone.
+    assert weeks_fired(replace(auc, significance=None), holdout) == [0, 1, 2]
+    assert weeks_fired(auc, replace(holdout, version=4)) == []
+    assert weeks_fired(auc, HoldoutFigure(version=3, value=0.866)) == [1]
+    # A higher holdout figure (threshold 0.85) puts week 0 beyond its error too.
+    assert weeks_fired(auc, HoldoutFigure(version=3, value=0.90)) == [0, 1]
