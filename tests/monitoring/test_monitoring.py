@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -392,13 +393,46 @@ def test_late_labels_reopen_their_window(
     assert row["percent_labeled"] == 1.0 and row["accuracy_score"] == 1.0
 
 
-def _snapshot(spark: SparkSession, catalog: TableCatalog, name: str) -> list[str]:
-    df = catalog.read(spark, name)
+def _snapshot(
+    spark: SparkSession, catalog: TableCatalog, name: str, drop: tuple[str, ...] = ()
+) -> list[str]:
+    df = catalog.read(spark, name).drop(*drop)
     doubles = [f.name for f in df.schema.fields if f.dataType.simpleString() == "double"]
     rounded = df.select(
         *[F.round(c, 9).alias(c) if c in doubles else F.col(f"`{c}`") for c in df.columns]
     )
     return sorted(r[0] for r in rounded.select(F.to_json(F.struct(*rounded.columns))).collect())
+
+
+def test_an_incremental_refresh_ends_where_a_full_one_does(
+    spark: SparkSession, catalog: TableCatalog
+) -> None:
+    # Daily windows only: a late label on day 1 recomputes day 1 and day 2's drift (against day
+    # 1), reading the rows of days 0-2 alone; days 3-5 are not read.
+    info = replace(
+        _inference_monitor(),
+        inference_log=replace(_inference_monitor().inference_log, granularities=["1 day"]),
+    )
+    _write(spark, catalog, SCORED, [r for d in range(6) for r in _rows(d, 30, 20 + d)], "overwrite")
+    _write(spark, catalog, BASELINE_TABLE, _rows(-30, 90, 4), "overwrite")
+    save_monitor(spark, catalog, info)
+    refresh(spark, catalog, SCORED)
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, catalog.path(SCORED)).update(
+        "to_date(scored_at) = date'2026-01-06'", {"defaulted": "1 - defaulted"}
+    )
+    report = refresh(spark, catalog, SCORED)
+    assert report.profile_windows == [("1 day", START + DAY)]
+    assert report.drift_windows == [("1 day", START + DAY), ("1 day", START + 2 * DAY)]
+    full = TableCatalog(f"{catalog.root}-full")
+    copy_tables(catalog, full, [SCORED, BASELINE_TABLE])
+    shutil.copytree(f"{catalog.root}/_monitors", f"{full.root}/_monitors")
+    assert len(refresh(spark, full, SCORED).profile_windows) == 6
+    # Only the table version each window was computed at differs.
+    kept = ("logging_table_commit_version",)
+    for name in (info.profile_metrics_table_name, info.drift_metrics_table_name):
+        assert _snapshot(spark, catalog, name, kept) == _snapshot(spark, full, name, kept)
 
 
 def test_a_refresh_killed_half_way_is_completed_by_the_next(
