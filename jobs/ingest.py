@@ -17,12 +17,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lakehouse.cli.commands.ingest import ingest_command
-from lakehouse.medallion.autoloader import EVOLUTION_MODES, FORMATS
-from lakehouse.medallion.byo import IngestRequest
+from lakehouse.medallion.autoloader import EVOLUTION_MODES, FORMATS, SchemaHintError
+from lakehouse.medallion.byo import IngestRequest, ingest_lock, run_ingest
+from lakehouse.medallion.expectations import ExpectationFailed
 from lakehouse.medallion.user_silver import SilverSpec, SpecError, load_spec
 from lakehouse.platform.errors import guarded
-from lakehouse.platform.session import configure_logging
+from lakehouse.platform.locks import EXIT_BUSY, LockBusy
+from lakehouse.platform.session import configure_logging, job_session
 from lakehouse.platform.settings import load_settings
 
 
@@ -76,7 +77,21 @@ def _run(args: argparse.Namespace) -> int:
         glob=args.glob,
         spec=args.silver_spec,
     )
-    return ingest_command(settings, request, wait=args.wait, app_name="ingest", program="ingest")
+    try:
+        with ingest_lock(settings, args.table, args.wait), job_session("ingest", settings) as job:
+            report = run_ingest(job.spark, job.settings, job.catalog, request)
+    except LockBusy as exc:
+        print(f"error: {exc}; not started", file=sys.stderr)
+        return EXIT_BUSY
+    except ExpectationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (SchemaHintError, SpecError) as exc:
+        print(f"error: ingest: {exc}", file=sys.stderr)
+        return 2
+    for line in report.lines():
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":

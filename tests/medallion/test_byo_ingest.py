@@ -22,7 +22,7 @@ from lakehouse.medallion.autoloader import (
     ingest_folder,
     split_schema_hints,
 )
-from lakehouse.medallion.byo import checkpoint_dir, ingest_lock
+from lakehouse.medallion.byo import checkpoint_dir
 from lakehouse.medallion.expectations import ExpectationFailed
 from lakehouse.medallion.user_silver import (
     SpecError,
@@ -31,9 +31,7 @@ from lakehouse.medallion.user_silver import (
     user_accounting,
 )
 from lakehouse.platform.catalog import SILVER_EXPECTATIONS, SILVER_QUARANTINE, TableCatalog
-from lakehouse.platform.locks import EXIT_BUSY
-from lakehouse.platform.settings import Settings, load_settings
-from tests.conftest import REPO_ROOT
+from lakehouse.platform.settings import Settings
 
 HEADER = ["order_id", "customer", "amount", "status", "updated_at"]
 #: Later files carry a new column, in the middle: files are read by their own header.
@@ -326,25 +324,6 @@ def test_a_bad_flag_is_a_usage_error(tmp_path: Path) -> None:
         ["ingest", str(tmp_path), "--table", "bronze.x", "--format", "xml"], env, tmp_path
     )
     assert done.returncode == 2 and "invalid choice: 'xml'" in done.stderr
-
-
-def test_an_ingest_of_a_table_another_run_holds_does_not_start(tmp_path: Path) -> None:
-    # The command and the job share one ingest: exit 75 naming the holder, no session started.
-    home = tmp_path / "home"
-    env = {**os.environ, "LAKEHOUSE_HOME": str(home)}
-    settings = load_settings("local", env={"LAKEHOUSE_HOME": str(home)})
-    job = [sys.executable, str(REPO_ROOT / "jobs" / "ingest.py")]
-    flags = [str(tmp_path), "--table", "bronze.held", "--format", "csv"]
-    with ingest_lock(settings, "bronze.held"):
-        runs = [
-            _lakehouse(["ingest", *flags], env, tmp_path),
-            subprocess.run([*job, *flags], env=env, cwd=tmp_path, capture_output=True, text=True),
-        ]
-    for done in runs:
-        assert done.returncode == EXIT_BUSY, done.stderr
-        assert "not started (--wait SECONDS to wait for it)" in done.stderr
-        assert "Traceback" not in done.stderr and done.stdout == ""
-    assert not (home / "tables").exists()
 
 
 @pytest.mark.slow

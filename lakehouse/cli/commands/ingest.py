@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lakehouse.medallion.autoloader import (
     EVOLUTION_MODES,
@@ -17,10 +16,6 @@ from lakehouse.medallion.autoloader import (
 from lakehouse.medallion.expectations import ExpectationFailed
 from lakehouse.medallion.user_silver import SilverSpec, SpecError, load_spec
 from lakehouse.platform.locks import EXIT_BUSY, LockBusy
-
-if TYPE_CHECKING:
-    from lakehouse.medallion.byo import IngestRequest
-    from lakehouse.platform.settings import Settings
 
 EPILOG = f"""\
 Each file is ingested once: the stream's checkpoint is
@@ -136,7 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Ingest, build silver if asked, print the summary."""
-    from lakehouse.medallion.byo import IngestRequest
+    from lakehouse.medallion.byo import IngestRequest, ingest_lock, run_ingest
+    from lakehouse.platform.session import job_session
     from lakehouse.platform.settings import load_settings
 
     request = IngestRequest(
@@ -148,30 +144,12 @@ def run(args: argparse.Namespace) -> int:
         glob=args.glob,
         spec=args.silver_spec,
     )
-    return ingest_command(
-        load_settings(),
-        request,
-        wait=args.wait,
-        app_name="lakehouse-ingest",
-        program="lakehouse ingest",
-    )
-
-
-def ingest_command(
-    settings: Settings, request: IngestRequest, *, wait: float, app_name: str, program: str
-) -> int:
-    """One ingest as a command runs it (``lakehouse ingest`` and jobs/ingest.py): under the
-    table's lock, in a session of its own, the summary printed; returns the exit status.
-
-    Statuses: 0 done; :data:`~lakehouse.platform.locks.EXIT_BUSY` when another run holds the
-    table (nothing started); 3 when an ``expect_or_fail`` rule failed; 2 for a schema hint or a
-    silver spec the files contradict.
-    """
-    from lakehouse.medallion.byo import ingest_lock, run_ingest
-    from lakehouse.platform.session import job_session
-
+    settings = load_settings()
     try:
-        with ingest_lock(settings, request.table, wait), job_session(app_name, settings) as job:
+        with (
+            ingest_lock(settings, args.table, args.wait),
+            job_session("lakehouse-ingest", settings) as job,
+        ):
             report = run_ingest(job.spark, job.settings, job.catalog, request)
     except LockBusy as exc:
         print(f"error: {exc}; not started (--wait SECONDS to wait for it)", file=sys.stderr)
@@ -180,7 +158,7 @@ def ingest_command(
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except (SchemaHintError, SpecError) as exc:
-        print(f"error: {program}: {exc}", file=sys.stderr)
+        print(f"error: lakehouse ingest: {exc}", file=sys.stderr)
         return 2
     for line in report.lines():
         print(line)
