@@ -406,6 +406,12 @@ def evaluate_rule(
     breach: Callable[[float], bool] = (
         (lambda v: v > threshold) if rule.comparison == "above" else (lambda v: v < threshold)
     )
+    # A rule that weighs the sampling error: its z and the holdout's share of the error, once.
+    z: float | None = None
+    held_error = 0.0
+    if rule.significance is not None and champion is not None:
+        z = statistics.NormalDist().inv_cdf(1 - rule.significance)
+        held_error = _holdout_error(champion)
     # (end, value, the shortfall's standard error where the rule weighs it)
     by_column: dict[tuple[str, str | None], dict[int, tuple[int, float, float | None]]] = {}
     for row in collected:
@@ -423,9 +429,8 @@ def evaluate_rule(
         if not breach(value):
             continue
         error = None
-        if rule.significance is not None and champion is not None:
-            error = _shortfall_error(champion, value, row["positives"], row["negatives"])
-            z = statistics.NormalDist().inv_cdf(1 - rule.significance)
+        if z is not None:
+            error = _shortfall_error(held_error, value, row["positives"], row["negatives"])
             if error is None or threshold - value <= z * error:
                 continue
         by_column.setdefault((row["column_name"], row["model_id"]), {})[int(row["start"])] = (
@@ -478,21 +483,23 @@ def _figure(start: int, value: float, error: float | None) -> dict[str, Any]:
     return figure
 
 
+def _holdout_error(holdout: HoldoutFigure) -> float:
+    """The standard error of the holdout's ROC AUC; nought when its run did not record its
+    classes."""
+    if holdout.value is None or not holdout.positives or not holdout.negatives:
+        return 0.0
+    return auc_standard_error(holdout.value, holdout.positives, holdout.negatives) or 0.0
+
+
 def _shortfall_error(
-    holdout: HoldoutFigure, value: float, positives: int | None, negatives: int | None
+    held: float, value: float, positives: int | None, negatives: int | None
 ) -> float | None:
-    """The standard error of (holdout figure - window's ROC AUC): the two combined, the
-    holdout's counted as nought when its run did not record its classes; None when the
-    window's classes are unknown."""
+    """The standard error of (holdout figure - window's ROC AUC), ``held`` being the holdout's;
+    None when the window's classes are unknown."""
     if positives is None or negatives is None:
         return None
     window = auc_standard_error(value, int(positives), int(negatives))
-    if window is None:
-        return None
-    held = 0.0
-    if holdout.value is not None and holdout.positives and holdout.negatives:
-        held = auc_standard_error(holdout.value, holdout.positives, holdout.negatives) or 0.0
-    return math.sqrt(window * window + held * held)
+    return None if window is None else math.sqrt(window * window + held * held)
 
 
 def _window_counts(

@@ -348,17 +348,15 @@ def _time_ranges(source: DataFrame, info: MonitorInfo, windows: Iterable[tuple[i
         else:
             merged.append([start, end])
     assert info.timestamp_col is not None
-    column = F.col(info.timestamp_col)
-    as_time = isinstance(source.schema[info.timestamp_col].dataType, TimestampType)
     condition = F.lit(False)
-    for start, end in merged:
-        if as_time:
-            low, high = F.lit(_utc(start)), F.lit(_utc(end))
-            inside = (column >= low) & (column < high)
-        else:
-            seconds = timestamp_seconds(source, info.timestamp_col)
-            inside = (seconds >= start) & (seconds < end)
-        condition = condition | inside
+    if isinstance(source.schema[info.timestamp_col].dataType, TimestampType):
+        column = F.col(info.timestamp_col)
+        for start, end in merged:
+            condition = condition | ((column >= F.lit(_utc(start))) & (column < F.lit(_utc(end))))
+    else:
+        seconds = timestamp_seconds(source, info.timestamp_col)
+        for start, end in merged:
+            condition = condition | ((seconds >= start) & (seconds < end))
     return condition
 
 
